@@ -1,0 +1,142 @@
+"""The neural graph: nodes are neurons, edges carry parameters, and an exact map between the two.
+
+Conventions are those of the official NiNo code so that its checkpoints see the graphs they were trained on:
+edges ``(source, target)`` with messages flowing source -> target; one edge per weight scalar (a 3x3 kernel
+is one edge with 9 feature slots); auxiliary edges (residual, head) hold the constant 1 and self-loops the
+constant 2 in slot 0, written in normalised space; edge features are feature-major (column ``f * T + t``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .lpe import laplacian_positional_encoding
+
+# Edge types of the official code (reference section 2.2).
+FC, BIAS, CONV, NORM, TOKEN_EMBED, POS_EMBED, ATTN_Q, ATTN_K, ATTN_V = 1, 2, 3, 4, 5, 6, 7, 8, 9
+RESIDUAL, HEAD, SELF_LOOP = 10, 11, 13
+AUX_VALUE = {RESIDUAL: 1.0, HEAD: 1.0, SELF_LOOP: 2.0}
+LPE_DIM = 8
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """Where one parameter tensor lives in the flat vector, whether the graph places it, and its edge type."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    placed: bool
+    edge_type: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass
+class NeuralGraph:
+    """A neural graph with its parameter <-> edge map.
+
+    Attributes:
+        num_nodes: N.
+        edge_index: LongTensor [2, E]; row 0 source, row 1 target.
+        edge_type: LongTensor [E]; 1-13 as in the official code.
+        feat_size: F, the feature slots per edge (9 for 3x3 convs, 1 for linear-only models).
+        params: one ``ParamSlot`` per parameter tensor, in ``named_parameters()`` order, tied parameters once.
+        param_edge, param_slot: LongTensor [P]; the (edge, slot) holding flat parameter p (-1 where unplaced).
+        pos_w: LongTensor [N]; token ids (1-based) for token-embedding nodes, 0 elsewhere.
+        fallback: names of parameter tensors the graph could not place, with the reason.
+    """
+
+    num_nodes: int
+    edge_index: torch.Tensor
+    edge_type: torch.Tensor
+    feat_size: int
+    params: list[ParamSlot]
+    param_edge: torch.Tensor
+    param_slot: torch.Tensor
+    pos_w: torch.Tensor
+    fallback: dict[str, str] = field(default_factory=dict)
+    use_lpe: bool = True
+    _lpe: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def num_edges(self) -> int:
+        return self.edge_index.shape[1]
+
+    @property
+    def num_params(self) -> int:
+        return self.param_edge.numel()
+
+    @property
+    def placed_mask(self) -> torch.Tensor:
+        """BoolTensor [P]: True where the flat parameter has an edge."""
+        return self.param_edge >= 0
+
+    @property
+    def lpe(self) -> torch.Tensor:
+        """Node positional features [N, 8]: deterministic Laplacian eigenvectors, or zeros with ``lpe=False``.
+
+        Computed on first use and cached with the graph.
+        """
+        if self._lpe is None:
+            if self.use_lpe:
+                self._lpe = laplacian_positional_encoding(self.edge_index, self.num_nodes, LPE_DIM)
+            else:
+                self._lpe = torch.zeros(self.num_nodes, LPE_DIM)
+        return self._lpe
+
+    def to_edges(self, states: torch.Tensor) -> torch.Tensor:
+        """Map flat states to edge features.
+
+        Args:
+            states: [P, T] flat parameter states (T = number of states), already scaled if the caller scales.
+        Returns:
+            [E, F * T] float tensor, feature-major (column ``f * T + t``); unused slots are 0, auxiliary edges
+            hold 1 and self-loops 2 in slot 0 for every t.
+        """
+        if states.dim() != 2 or states.shape[0] != self.num_params:
+            raise ValueError(f"states must be [P={self.num_params}, T], got {tuple(states.shape)}")
+        T = states.shape[1]
+        out = states.new_zeros(self.num_edges, self.feat_size, T)
+        placed = self.placed_mask
+        out[self.param_edge[placed], self.param_slot[placed]] = states[placed]
+        for etype, value in AUX_VALUE.items():
+            out[self.edge_type == etype, 0] = value
+        return out.reshape(self.num_edges, self.feat_size * T)
+
+    def to_params(self, edge_values: torch.Tensor, default: torch.Tensor | None = None) -> torch.Tensor:
+        """Inverse of ``to_edges`` for one state.
+
+        Args:
+            edge_values: [E, F] (or [E, F, 1]) values per edge and slot.
+            default: optional [P] values for parameters the graph does not place (else 0).
+        Returns:
+            [P] flat parameters.
+        """
+        edge_values = edge_values.reshape(self.num_edges, -1)
+        if edge_values.shape[1] != self.feat_size:
+            raise ValueError(f"edge_values must be [E={self.num_edges}, F={self.feat_size}], "
+                             f"got {tuple(edge_values.shape)}")
+        placed = self.placed_mask
+        if default is None:
+            out = edge_values.new_zeros(self.num_params)
+        else:
+            out = default.to(edge_values.dtype).clone()
+        out[placed] = edge_values[self.param_edge[placed], self.param_slot[placed]]
+        return out
+
+    def summary(self) -> str:
+        """A short text description: nodes, edges, edge-type histogram, placed vs fallback parameters."""
+        hist = torch.bincount(self.edge_type).tolist()
+        types = ", ".join(f"{t}: {n}" for t, n in enumerate(hist) if n)
+        placed = int(self.placed_mask.sum())
+        lines = [f"NeuralGraph: {self.num_nodes} nodes, {self.num_edges} edges (types {{{types}}}), F={self.feat_size}",
+                 f"  parameters placed: {placed} of {self.num_params}"]
+        lines += [f"  fallback: {name} ({why})" for name, why in self.fallback.items()]
+        return "\n".join(lines)

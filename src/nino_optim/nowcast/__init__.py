@@ -1,0 +1,9 @@
+"""Nowcasters: predict parameters ahead from their recent states."""
+from .base import Nowcaster
+from .gnn import NiNoConfig, NiNoGNN
+from .hub import NowcasterLoadError, load_nowcaster, push_to_hub, save_pretrained
+from .linefit import Linefit
+from .wnn import WNN, WNNConfig
+
+__all__ = ["Linefit", "NiNoConfig", "NiNoGNN", "Nowcaster", "NowcasterLoadError", "WNN", "WNNConfig",
+           "load_nowcaster", "push_to_hub", "save_pretrained"]

@@ -1,0 +1,210 @@
+"""The NiNo graph neural network (official architecture, reference section 1), for inference on neural graphs.
+
+Edges carry the c scaled past states of their parameter(s); nodes start from positional features only.
+``mp_layers`` rounds of FiLM-modulated mean message passing, each followed by SiLU and an edge update, turn
+the edges into features from which the direct multi-step (DMS) head reads the change at horizon k.
+The official model has a third message-passing layer whose output is never used (its weights in the released
+checkpoint are untrained): it is not built here, which gives bit-identical outputs for less work.
+Submodule names match the official state dict so that its checkpoints load strictly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph.neural_graph import NeuralGraph
+from .scaling import LayerwiseScaler
+from .scatter import scatter_add_
+
+
+@dataclass
+class NiNoConfig:
+    """Hyperparameters of the NiNo GNN (names of the official constructor where one exists)."""
+
+    hid: int = 128  # D
+    ctx: int = 5  # c, past states per edge
+    seq_len: int = 40  # K, horizons of the DMS head
+    max_feat_size: int = 9  # F_max, feature slots per edge
+    mp_layers: int = 2  # effective message-passing layers (the official 'layers' minus its dead last one)
+    edge_types: int = 15
+    lpe: int = 8
+    wte_pos_enc: bool = False  # learned token-id embedding of word-embedding nodes
+    vocab_size: int = 50257
+    upd_scale: float = 1.0  # multiplier on the predicted change
+
+    def to_dict(self) -> dict:
+        return {"architecture": "nino-gnn", **asdict(self)}
+
+
+class Projection(nn.Module):
+    """Linear(d0, d1) [SiLU, Linear(d1, d2) ...] held as ``fc``: the official state-dict layout ``fc.i``."""
+
+    def __init__(self, *dims: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            if i:
+                layers.append(nn.SiLU())
+            layers.append(nn.Linear(a, b))
+        self.fc = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class MessagePassing(nn.Module):
+    """One PNA-style layer: ``m_st = gamma_st * pre([x_t, x_s]) + beta_st``, mean at t, ``x_t' = lin(post([x_t, a_t]))``."""
+
+    def __init__(self, hid: int):
+        super().__init__()
+        self.edge_encoder = nn.Linear(hid, 2 * hid)  # [gamma | beta]
+        self.pre_nns = nn.ModuleList([nn.Sequential(nn.Linear(2 * hid, hid))])
+        self.post_nns = nn.ModuleList([nn.Sequential(nn.Linear(2 * hid, hid))])
+        self.lin = nn.Linear(hid, hid)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int) -> torch.Tensor:
+        """x [N, D], e [E, D], edge_index [2, E] -> new x [N, D]. Works through the edges in chunks."""
+        hid = x.shape[1]
+        pre = self.pre_nns[0][0]
+        # pre([x_t, x_s]) = W_t x_t + W_s x_s + b: the node terms are computed once per node, not per edge.
+        node_t = F.linear(x, pre.weight[:, :hid], pre.bias)
+        node_s = F.linear(x, pre.weight[:, hid:])
+        src, dst = edge_index
+        total = x.new_zeros(x.shape)
+        for start in range(0, e.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            gamma, beta = self.edge_encoder(e[sl]).float().chunk(2, dim=1)
+            scatter_add_(total, dst[sl], gamma * (node_t[dst[sl]] + node_s[src[sl]]) + beta)
+        degree = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype)
+        mean = total / degree[:, None]
+        return self.lin(self.post_nns[0][0](torch.cat([x, mean], dim=1)))
+
+
+class EdgeUpdate(nn.Module):
+    """``e_st' = lin1(SiLU(lin_e(e_st) + lin_s(x_s) + lin_t(x_t)))``, no residual, no norm."""
+
+    def __init__(self, hid: int):
+        super().__init__()
+        self.lin_e, self.lin_s, self.lin_t, self.lin1 = (nn.Linear(hid, hid) for _ in range(4))
+
+    def forward_(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Update e [E, D] in place, chunk by chunk, from node features x [N, D]."""
+        src, dst = edge_index
+        node_s, node_t = self.lin_s(x), self.lin_t(x)
+        for start in range(0, e.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            e[sl] = self.lin1(F.silu(self.lin_e(e[sl]) + node_s[src[sl]] + node_t[dst[sl]]))
+        return e
+
+
+class _GNN(nn.Module):
+    def __init__(self, hid: int, layers: int):
+        super().__init__()
+        self.convs = nn.ModuleList(MessagePassing(hid) for _ in range(layers))
+        self.edge_update = nn.ModuleList(EdgeUpdate(hid) for _ in range(layers))
+
+
+class NiNoGNN(nn.Module):
+    """The NiNo meta-model. Use ``predict``; it runs under ``torch.no_grad()`` and never changes its weights.
+
+    Args:
+        config: a ``NiNoConfig``.
+        chunk_size: edges processed at once at inference, which bounds the working memory.
+    """
+
+    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**18):
+        super().__init__()
+        self.config = config = config or NiNoConfig()
+        self.chunk_size = chunk_size
+        hid = config.hid
+        self.layer_embed = nn.Embedding(config.edge_types, hid)
+        self.edge_proj = Projection(config.max_feat_size * config.ctx, hid)
+        if config.wte_pos_enc:
+            self.wte_pos_enc_layer = nn.Embedding(config.vocab_size + 1, hid)
+        self.node_proj = Projection(max(1, config.lpe), hid)
+        self.gnn = _GNN(hid, config.mp_layers)
+        self.edge_out = Projection(hid, hid, config.max_feat_size * config.seq_len)
+        self.reset_parameters()
+
+    @property
+    def max_horizon(self) -> int:
+        return self.config.seq_len
+
+    def reset_parameters(self) -> None:
+        """The official initialisation: N(0, 0.02) weights and embeddings, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def edge_forward(self, edge_attr: torch.Tensor, graph: NeuralGraph, k: int) -> torch.Tensor:
+        """Predicted edge values at horizon k in normalised space.
+
+        Args:
+            edge_attr: [E, F * c] scaled edge features, feature-major (``graph.to_edges`` of scaled states).
+            graph: the neural graph (edge_index, edge_type, lpe, pos_w).
+            k: horizon, 1-based, in state spacings (1..seq_len).
+        Returns:
+            [E, F]: newest state + upd_scale * predicted change.
+        """
+        cfg = self.config
+        n_feat = graph.feat_size
+        if not 1 <= k <= cfg.seq_len:
+            raise ValueError(f"horizon k must be in 1..{cfg.seq_len}, got {k}")
+        if n_feat > cfg.max_feat_size:
+            raise ValueError(f"graph has {n_feat} feature slots per edge; this model takes at most {cfg.max_feat_size}")
+        if edge_attr.shape != (graph.num_edges, n_feat * cfg.ctx):
+            raise ValueError(f"edge_attr must be [E={graph.num_edges}, F*c={n_feat * cfg.ctx}], "
+                             f"got {tuple(edge_attr.shape)}")
+        device, chunk = self.layer_embed.weight.device, self.chunk_size
+        edge_attr = edge_attr.to(device)
+        edge_index, edge_type = graph.edge_index.to(device), graph.edge_type.to(device)
+        num_edges = edge_attr.shape[0]
+
+        # Input projection: slicing the first F*c columns equals zero-padding the slots to max_feat_size.
+        proj = self.edge_proj.fc[0]
+        w_in = proj.weight[:, : n_feat * cfg.ctx]
+        e = torch.empty(num_edges, cfg.hid, device=device)
+        for start in range(0, num_edges, chunk):
+            sl = slice(start, start + chunk)
+            e[sl] = F.linear(edge_attr[sl].float(), w_in, proj.bias) + self.layer_embed(edge_type[sl])
+
+        x = self.node_proj(graph.lpe.to(device)) if cfg.lpe else torch.zeros(graph.num_nodes, cfg.hid, device=device)
+        if cfg.wte_pos_enc:
+            x = x + self.wte_pos_enc_layer(graph.pos_w.to(device))
+        for conv, update in zip(self.gnn.convs, self.gnn.edge_update):
+            x = F.silu(conv(x, e, edge_index, chunk))
+            e = update.forward_(x, e, edge_index, chunk)
+
+        # DMS head: keep only the output rows of horizon k for the graph's F slots.
+        hidden_layer, out_layer = self.edge_out.fc[0], self.edge_out.fc[2]
+        w_out = out_layer.weight.view(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_feat, k - 1]
+        b_out = out_layer.bias.view(cfg.max_feat_size, cfg.seq_len)[:n_feat, k - 1]
+        newest = edge_attr.view(num_edges, n_feat, cfg.ctx)[:, :, -1]
+        out = torch.empty(num_edges, n_feat, device=device)
+        for start in range(0, num_edges, chunk):
+            sl = slice(start, start + chunk)
+            delta = F.linear(F.silu(hidden_layer(e[sl])), w_out, b_out)
+            out[sl] = newest[sl].float() + cfg.upd_scale * delta
+        return out
+
+    @torch.no_grad()
+    def predict(self, graph: NeuralGraph, states: torch.Tensor, k: int) -> torch.Tensor:
+        """states [P, c] raw, oldest to newest -> predicted parameters [P] (float32, on ``states.device``).
+
+        Parameters the graph does not place keep their newest value.
+        """
+        if states.shape[1] != self.config.ctx:
+            raise ValueError(f"this NiNo model takes {self.config.ctx} past states, got {states.shape[1]}")
+        scaler = LayerwiseScaler(states, graph.params)
+        scaled = scaler.scale(states)
+        edge_values = self.edge_forward(graph.to_edges(scaled), graph, k).to(states.device)
+        pred = scaler.unscale(graph.to_params(edge_values))
+        unplaced = ~graph.placed_mask.to(states.device)
+        pred[unplaced] = states[unplaced, -1].float()
+        return pred

@@ -1,0 +1,246 @@
+"""``NiNoAdam``: a drop-in optimizer that lets a base optimizer train and a nowcaster jump ahead.
+
+Every ``period // context`` real steps the current parameters are captured; the call that fills the last
+of the ``context`` slots is a nowcast: instead of the base step, the nowcaster predicts the parameters
+``k`` capture intervals ahead and they are written in place. Everything else is the base optimizer's:
+``param_groups`` *is* its list, so LR schedulers, ``GradScaler`` and frameworks see a normal optimizer.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim import Optimizer
+
+from .graph import NeuralGraph, build_neural_graph, graph_parameters
+from .graph.chain import build_chain_graph
+from .history import History
+from .nowcast import load_nowcaster
+from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
+
+DEFAULT_MAX_STEPS = 10_000  # the paper's training length; k reaches 1 there and stays at 1
+
+
+class NiNoAdam(Optimizer):
+    """Adam (or any base optimizer) with periodic neural nowcasting.
+
+    Args:
+        params: parameters or param groups, as for any optimizer (ignored when ``base`` is an instance; then
+            pass ``None`` or the same parameters).
+        model: the module being trained; its structure gives the neural graph. Without it the parameters are
+            treated as a chain in the order given.
+        lr, betas, eps, weight_decay: for the default Adam base; with ``base`` a class, those given are passed on.
+        base: ``None`` (Adam), an optimizer class (built with ``params`` and the remaining kwargs) or instance.
+        nowcaster: any spec ``load_nowcaster`` takes, or an object with ``predict(graph, states, k)``.
+        period: steps between nowcasts (one of every ``period`` calls is a nowcast).
+        context: states the nowcaster reads; ``period`` must be a multiple of it.
+        max_steps: planned number of optimizer steps, which sets the k-decay. Default: 10,000 (with a warning).
+        k_decay: the power p of the k-decay; 0 keeps k at its maximum.
+        max_horizon: K, the first (largest) k. Default: the nowcaster's ``max_horizon``, else 40.
+        history_device, history_dtype: where past states live (default: the parameters' device; float32, or
+            float64 for float64 models).
+        reset_base_state: clear the base optimizer's state (e.g. Adam moments) of the parameters a nowcast
+            writes. Off by default, as in the official code.
+        lpe: use Laplacian positional node features in the graph.
+        **base_kwargs: further keyword arguments for the base optimizer.
+    """
+
+    def __init__(self, params: Iterable | None, model: nn.Module | None = None, *, lr: float = 1e-3,
+                 betas: tuple[float, float] | None = None, eps: float | None = None,
+                 weight_decay: float | None = None, base: type[Optimizer] | Optimizer | None = None,
+                 nowcaster: Any = "default", period: int = 1000, context: int = 5, max_steps: int | None = None,
+                 k_decay: float = 2.0, max_horizon: int | None = None,
+                 history_device: torch.device | str | None = None, history_dtype: torch.dtype | None = None,
+                 reset_base_state: bool = False, lpe: bool = True, **base_kwargs: Any):
+        self.interval = validate_timeline(period, context)
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+        if k_decay < 0:
+            raise ValueError(f"k_decay must be >= 0, got {k_decay}")
+        self.base = _make_base(params, base, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **base_kwargs)
+        self.nowcaster = load_nowcaster(nowcaster)
+        self.period, self.context = period, context
+        self.reset_base_state = reset_base_state
+
+        base_params = [p for group in self.base.param_groups for p in group["params"]]
+        super().__init__(base_params, self.base.defaults)
+        # Share the base optimizer's containers: schedulers and frameworks edit these in place.
+        self.param_groups, self.state, self.defaults = self.base.param_groups, self.base.state, self.base.defaults
+        self._linked = True
+
+        self.graph, self._flat_params = _graph_for(model, base_params, lpe)
+        self._known = {id(p) for p in self._flat_params}
+        self._check_known(base_params)
+        first = self._flat_params[0]
+        if history_dtype is None:
+            history_dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._flat_params) else torch.float32
+        self.history = History(self._flat_params, context, history_device or first.device, history_dtype)
+
+        if max_steps is None:
+            warnings.warn(f"NiNoAdam: max_steps not given; the k-decay assumes {DEFAULT_MAX_STEPS} steps "
+                          f"(k = 1 after that). Pass max_steps=<total optimizer steps> for the right schedule.",
+                          stacklevel=2)
+            max_steps = DEFAULT_MAX_STEPS
+        horizon = max_horizon or getattr(self.nowcaster, "max_horizon", 40)
+        self.k_schedule = k_schedule(max_steps, period, horizon, k_decay)
+        self._calls = 0
+
+    # ----------------------------------------------------------------------------------------- timeline
+    @property
+    def steps_done(self) -> int:
+        """Completed calls to ``step()`` (real optimizer steps, nowcasts included)."""
+        return self._calls
+
+    def _is_nowcast(self, call: int) -> bool:
+        return capture_slot(call, self.interval, self.context) == self.context - 1
+
+    @property
+    def need_grads(self) -> bool:
+        """False when the next ``step()`` is a nowcast, which ignores gradients: the loop may skip backward."""
+        return not self._is_nowcast(self._calls + 1)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimizer step: the base step, or on every ``period``-th call a nowcast.
+
+        On a nowcast call the closure (if any) is still evaluated once, with gradients enabled, and its loss
+        returned, so loops that log the closure's loss keep working.
+        """
+        call = self._calls + 1
+        slot = capture_slot(call, self.interval, self.context)
+        if slot is not None:
+            self.history.capture(self._flat_params, slot)
+        if slot == self.context - 1:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            self._nowcast(call)
+        else:
+            loss = self.base.step(closure) if closure is not None else self.base.step()
+        self._calls = call
+        return loss
+
+    # ----------------------------------------------------------------------------------------- nowcast
+    def _nowcast(self, call: int) -> None:
+        k = horizon_at(call, self.k_schedule, self.period)
+        num_params = self.graph.num_params
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        pred, problem = None, None
+        if not distributed or dist.get_rank() == 0:
+            pred, problem = self._predict(k)
+        if distributed:  # rank 0 predicts; a rejected prediction travels as NaN so every rank skips together
+            buf = torch.full((num_params,), float("nan"), device=self.history.buffer.device)
+            if pred is not None:
+                buf.copy_(pred)
+            dist.broadcast(buf, src=0)
+            pred = buf
+            if problem is None and not torch.isfinite(buf).all():
+                problem = "the prediction (broadcast from rank 0) is not finite"
+        if problem is not None:
+            warnings.warn(f"NiNoAdam: nowcast at step {call} skipped, parameters left unchanged: {problem}",
+                          stacklevel=3)
+            return
+        writable = {id(p) for g in self.param_groups for p in g["params"] if p.requires_grad}
+        for info, p in zip(self.graph.params, self._flat_params):
+            if id(p) in writable:
+                p.copy_(pred[info.offset: info.offset + info.numel].view_as(p))
+                if self.reset_base_state:
+                    self.state.pop(p, None)
+
+    def _predict(self, k: int) -> tuple[torch.Tensor | None, str | None]:
+        """The nowcaster's prediction [P] and None, or None and why it cannot be used."""
+        try:
+            pred = self.nowcaster.predict(self.graph, self.history.states(), k)
+        except Exception as err:  # a failed nowcast must never stop training
+            return None, f"the nowcaster raised {type(err).__name__}: {err}"
+        if not isinstance(pred, torch.Tensor) or pred.shape != (self.graph.num_params,):
+            shape = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
+            return None, f"the nowcaster returned {shape}, expected a tensor of shape ({self.graph.num_params},)"
+        if not torch.isfinite(pred).all():
+            bad = int((~torch.isfinite(pred)).sum())
+            return None, f"the prediction has {bad} non-finite values (NaN/inf)"
+        return pred, None
+
+    # ----------------------------------------------------------------------------------------- optimizer API
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not getattr(self, "_linked", False):  # called by Optimizer.__init__ before the base is linked
+            return super().add_param_group(param_group)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        self._check_known(params)
+        self.base.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict plus a ``"nino"`` entry: step counter and captured states."""
+        state = self.base.state_dict()
+        filled = filled_slots(self._calls, self.interval, self.context)
+        state["nino"] = {"version": 1, "steps_done": self._calls, "period": self.period, "context": self.context,
+                         "num_params": self.graph.num_params, "history": self.history.export(filled)}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        nino = state_dict.pop("nino", None)
+        if nino is not None:
+            if (nino["period"], nino["context"]) != (self.period, self.context):
+                raise ValueError(f"checkpoint was saved with period={nino['period']}, context={nino['context']}; "
+                                 f"this optimizer has period={self.period}, context={self.context}")
+            expected = filled_slots(nino["steps_done"], self.interval, self.context)
+            if nino["history"].shape[0] != expected:
+                raise ValueError("checkpoint history does not match its step counter: the file is damaged")
+        self.base.load_state_dict(state_dict)
+        self.param_groups, self.state = self.base.param_groups, self.base.state  # the base made new containers
+        if nino is None:
+            warnings.warn("NiNoAdam.load_state_dict: no 'nino' entry (a plain optimizer's state dict?); the "
+                          "base state is loaded and the nowcast timeline restarts from step 0", stacklevel=2)
+            self._calls = 0
+            return
+        self.history.restore(nino["history"])
+        self._calls = int(nino["steps_done"])
+
+    def _check_known(self, params: list[torch.Tensor]) -> None:
+        for i, p in enumerate(params):
+            if id(p) not in self._known:
+                raise ValueError(f"parameter {i} of the optimizer's params (shape {tuple(p.shape)}) is not a "
+                                 f"parameter of `model`: pass the model the parameters belong to")
+
+    def __repr__(self) -> str:
+        return (f"NiNoAdam(base={type(self.base).__name__}, nowcaster={self.nowcaster!r}, period={self.period}, "
+                f"context={self.context}, k_schedule={self.k_schedule})")
+
+
+def _make_base(params, base, *, lr, betas, eps, weight_decay, **kwargs) -> Optimizer:
+    given = {k: v for k, v in (("betas", betas), ("eps", eps), ("weight_decay", weight_decay)) if v is not None}
+    if isinstance(base, Optimizer):
+        if params is not None:
+            mine = {id(p) for group in base.param_groups for p in group["params"]}
+            theirs = list(params)
+            theirs = [p for item in theirs for p in (item["params"] if isinstance(item, dict) else [item])]
+            if {id(p) for p in theirs} != mine:
+                raise ValueError("`params` differ from the parameters of the `base` optimizer instance: "
+                                 "pass params=None (or the same parameters) with a base instance")
+        return base
+    if params is None:
+        raise ValueError("params is None: pass the parameters to optimize (or a base optimizer instance)")
+    if base is None:
+        return torch.optim.Adam(params, lr=lr, **given, **kwargs)
+    if isinstance(base, type) and issubclass(base, Optimizer):
+        return base(params, lr=lr, **given, **kwargs)
+    raise TypeError(f"base must be None, a torch.optim.Optimizer subclass or instance; got {base!r}")
+
+
+def _graph_for(model: nn.Module | None, params: list[torch.Tensor], lpe: bool
+               ) -> tuple[NeuralGraph, list[torch.Tensor]]:
+    """The neural graph and the parameters in its flat order."""
+    if model is None:
+        warnings.warn("NiNoAdam: no model given; the parameters are treated as a chain in the order passed. "
+                      "Pass model=... for a graph built from the model's structure.", stacklevel=3)
+        graph, _ = build_chain_graph([(f"param_{i}", tuple(p.shape)) for i, p in enumerate(params)], lpe=lpe)
+        return graph, list(params)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return build_neural_graph(model, lpe=lpe), [p for _, p in graph_parameters(model)]
