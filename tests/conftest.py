@@ -1,0 +1,57 @@
+"""Shared fixtures: the reference data beside the repository (../shared) and the golden models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "golden"
+CHECKPOINTS = SHARED / "upstream-checkpoints"
+
+
+def golden_case(name: str) -> dict[str, torch.Tensor]:
+    """Tensors of one golden case (``case1_nino_linear`` ...), or skip when ../shared/golden is absent."""
+    from safetensors.torch import load_file
+
+    path = GOLDEN / f"{name}.safetensors"
+    if not path.exists():
+        pytest.skip(f"golden data {path} not present (it lives in ../shared/golden beside the repository)")
+    return load_file(path)
+
+
+def golden_index() -> dict:
+    path = GOLDEN / "golden.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return json.loads(path.read_text())
+
+
+def official_checkpoint(name: str) -> Path:
+    """Path of an official checkpoint (``nino_no_posw.pt`` ...), or skip when ../shared is absent."""
+    path = CHECKPOINTS / name
+    if not path.exists():
+        pytest.skip(f"official checkpoint {path} not present (reference data in ../shared/upstream-checkpoints)")
+    return path
+
+
+class TwoLayer(nn.Module):
+    """Linear(2,3) -> ReLU -> Linear(3,2), the golden cases 1 and 4a."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(2, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def fm16() -> nn.Sequential:
+    """The FM-16 convnet of the official code (golden cases 2 and 4b)."""
+    fc = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 3, padding="same"), nn.ReLU(),
+                       nn.Conv2d(32, 32, 3, padding="same"), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(32, 10))
+    return fc
