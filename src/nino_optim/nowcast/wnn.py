@@ -62,23 +62,27 @@ class WNN(nn.Module):
         return self.config.seq_len
 
     @torch.no_grad()
-    def predict(self, graph: NeuralGraph, states: torch.Tensor, k: int) -> torch.Tensor:
-        """states [P, c] raw, oldest to newest -> predicted parameters [P] (float32, on ``states.device``)."""
+    def forward_scaled(self, scaled: torch.Tensor, edge_type: torch.Tensor, k: int) -> torch.Tensor:
+        """scaled [n, c] normalised histories, edge_type LongTensor [n] -> [n] newest + upd_scale * change at k."""
         cfg = self.config
         if not 1 <= k <= cfg.seq_len:
             raise ValueError(f"horizon k must be in 1..{cfg.seq_len}, got {k}")
-        if states.shape[1] != cfg.ctx:
-            raise ValueError(f"this WNN model takes {cfg.ctx} past states, got {states.shape[1]}")
+        last = self.edge_mlp.fc[-1]
+        h = self.edge_proj.fc(scaled) + self.layer_embed(edge_type)
+        delta = F.linear(self.edge_mlp.fc[:-1](h), last.weight[k - 1: k], last.bias[k - 1: k])[:, 0]
+        return scaled[:, -1] + cfg.upd_scale * delta
+
+    @torch.no_grad()
+    def predict(self, graph: NeuralGraph, states: torch.Tensor, k: int) -> torch.Tensor:
+        """states [P, c] raw, oldest to newest -> predicted parameters [P] (float32, on ``states.device``)."""
+        if states.shape[1] != self.config.ctx:
+            raise ValueError(f"this WNN model takes {self.config.ctx} past states, got {states.shape[1]}")
         device = self.layer_embed.weight.device
         scaler = LayerwiseScaler(states, graph.params)
         scaled = scaler.scale(states)
         types = torch.cat([torch.full((p.numel,), p.edge_type, dtype=torch.long) for p in graph.params])
-        last = self.edge_mlp.fc[-1]
-        hidden = self.edge_mlp.fc[:-1]
         out = torch.empty(states.shape[0], device=states.device)
         for start in range(0, states.shape[0], self.chunk_size):
             sl = slice(start, start + self.chunk_size)
-            h = self.edge_proj.fc(scaled[sl].to(device)) + self.layer_embed(types[sl].to(device))
-            delta = F.linear(hidden(h), last.weight[k - 1 : k], last.bias[k - 1 : k])[:, 0]
-            out[sl] = (scaled[sl, -1].to(device) + cfg.upd_scale * delta).to(out.device)
+            out[sl] = self.forward_scaled(scaled[sl].to(device), types[sl].to(device), k).to(out.device)
         return scaler.unscale(out)

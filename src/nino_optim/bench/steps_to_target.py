@@ -1,0 +1,207 @@
+"""Steps to a target accuracy: the paper's benchmark metric (reference section 5.1).
+
+``train_steps_to_target`` trains one model with one optimizer on the paper's protocol (batch 128, shuffled by a
+generator seeded with the run seed, so every method sees the same initialisation and batch order), evaluates
+test accuracy every ``eval_every`` steps on the full test set, and returns the curve together with the first
+step at which each accuracy threshold was reached. The official code evaluates after every step; a coarser
+``eval_every`` rounds each "steps to target" up to the next evaluation.
+
+On a NiNoAdam nowcast call (``opt.need_grads`` is False) the batch is drawn but forward/backward are skipped,
+as the official loop does; the call still counts as one optimizer step.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim import Optimizer
+
+from .data import FashionMNIST
+from .tasks import Task, build_model
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` intra-op threads (default: the CPUs this process may run on) and return the number."""
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            threads = os.cpu_count() or 1
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Accuracy in [0, 1] of ``model`` on images ``x`` [N, C, H, W] and labels ``y`` [N], in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i: i + batch_size].to(device))
+        correct += int((logits.argmax(1) == y[i: i + batch_size].to(device)).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+@dataclass
+class Curve:
+    """One training run: test accuracy at each evaluated step and the first step reaching each threshold.
+
+    ``steps[i]`` optimizer steps had been completed when ``accuracy[i]`` was measured (step 0 = initial model).
+    ``train_loss[i]`` is the mean training loss over the steps since the previous evaluation (NaN for step 0
+    and for intervals made only of nowcast calls). ``reached[t]`` is the first evaluated step with accuracy
+    >= t, or None. Times are seconds: ``train_time`` excludes evaluation, ``wall_time`` is the whole run.
+    """
+
+    name: str
+    steps: list[int] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    reached: dict[float, int | None] = field(default_factory=dict)
+    nowcast_steps: list[int] = field(default_factory=list)
+    train_time: float = 0.0
+    eval_time: float = 0.0
+    wall_time: float = 0.0
+    finite: bool = True
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy at the last evaluation (NaN before any)."""
+        return self.accuracy[-1] if self.accuracy else float("nan")
+
+    @property
+    def best_accuracy(self) -> float:
+        """Best test accuracy over the run (NaN before any evaluation)."""
+        return max(self.accuracy) if self.accuracy else float("nan")
+
+    def accuracy_around(self, step: int) -> tuple[float | None, float | None]:
+        """Accuracy at the last evaluation before ``step`` and at the first one at or after it."""
+        before = [a for s, a in zip(self.steps, self.accuracy) if s < step]
+        after = [a for s, a in zip(self.steps, self.accuracy) if s >= step]
+        return (before[-1] if before else None), (after[0] if after else None)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable copy (threshold keys become strings)."""
+        return {"name": self.name, "steps": self.steps, "accuracy": self.accuracy, "train_loss": self.train_loss,
+                "reached": {str(k): v for k, v in self.reached.items()}, "nowcast_steps": self.nowcast_steps,
+                "train_time": self.train_time, "eval_time": self.eval_time, "wall_time": self.wall_time,
+                "finite": self.finite}
+
+
+def reduction(steps: int | None, baseline: int | None) -> float | None:
+    """Percent fewer steps than the baseline (positive = faster), or None if either did not reach the target."""
+    if steps is None or baseline is None or baseline == 0:
+        return None
+    return 100.0 * (baseline - steps) / baseline
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
+    """Shuffled index batches forever: a fresh permutation from ``generator`` each epoch, last batch kept."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        yield from perm.split(batch_size)
+
+
+def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data: FashionMNIST, *,
+                          steps: int, eval_every: int, thresholds: Iterable[float] = (), seed: int = 0,
+                          model: str | Task | Callable[[], nn.Module] = "fm16", batch_size: int = 128,
+                          eval_batch_size: int = 1000, name: str = "run", stop_when_reached: bool = False,
+                          progress: bool = False, log: Callable[[str], None] | None = None) -> Curve:
+    """Train a fresh model with ``make_optimizer(model)`` for ``steps`` optimizer steps and record its curve.
+
+    Args:
+        make_optimizer: builds the optimizer for the model, e.g. ``lambda m: torch.optim.Adam(m.parameters(),
+            lr=6e-3)`` or ``lambda m: NiNoAdam(m.parameters(), model=m, lr=6e-3, max_steps=steps)``.
+        data: normalised train/test tensors (``load_fashion_mnist()``).
+        steps: optimizer steps (calls to ``step()``, nowcasts included).
+        eval_every: evaluate test accuracy every this many steps (and at step 0 and the last step).
+        thresholds: test accuracies in [0, 1] whose first-reaching step is recorded.
+        seed: seeds the model initialisation (``torch.manual_seed``) and the batch order (its own generator).
+        model: a task name / ``Task`` (built with ``build_model(task, seed)``) or a zero-argument factory
+            (called after ``torch.manual_seed(seed)``).
+        stop_when_reached: stop as soon as every threshold has been reached.
+        progress: show a tqdm bar when tqdm is installed.
+        log: called with a one-line message after each evaluation (e.g. ``print``), if given.
+
+    Returns:
+        a ``Curve``. A non-finite training loss stops the run early with ``finite=False``.
+    """
+    if steps <= 0 or eval_every <= 0:
+        raise ValueError(f"steps and eval_every must be positive, got {steps} and {eval_every}")
+    thresholds = sorted(float(t) for t in thresholds)
+    start = time.perf_counter()
+    if callable(model) and not isinstance(model, (str, Task)):
+        torch.manual_seed(seed)
+        net = model()
+    else:
+        net = build_model(model, seed)
+    net.train()
+    optimizer = make_optimizer(net)
+    generator = torch.Generator().manual_seed(seed)
+    batches = _batches(len(data.train_x), batch_size, generator)
+    curve = Curve(name=name, reached={t: None for t in thresholds})
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, desc=name, unit="step", leave=True, mininterval=2.0)
+        except ImportError:
+            bar = None
+
+    def record(step: int, loss: float) -> None:
+        t0 = time.perf_counter()
+        acc = evaluate(net, data.test_x, data.test_y, eval_batch_size)
+        curve.eval_time += time.perf_counter() - t0
+        curve.steps.append(step)
+        curve.accuracy.append(acc)
+        curve.train_loss.append(loss)
+        for t in thresholds:
+            if curve.reached[t] is None and acc >= t:
+                curve.reached[t] = step
+        if bar is not None:
+            bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.3f}", refresh=False)
+        if log is not None:
+            log(f"{name}: step {step:>6d}  test acc {acc:.4f}  train loss {loss:.4f}")
+
+    record(0, float("nan"))
+    loss_sum, loss_count = 0.0, 0
+    train_start = time.perf_counter()
+    for step in range(1, steps + 1):
+        idx = next(batches)
+        if getattr(optimizer, "need_grads", True):
+            x, y = data.train_x[idx], data.train_y[idx]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                curve.finite = False
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+        else:  # a nowcast call: gradients are not used, so forward/backward are skipped (official loop)
+            optimizer.step()
+            curve.nowcast_steps.append(step)
+        if bar is not None:
+            bar.update(1)
+        if step % eval_every == 0 or step == steps or not curve.finite:
+            curve.train_time += time.perf_counter() - train_start
+            record(step, loss_sum / loss_count if loss_count else float("nan"))
+            loss_sum, loss_count = 0.0, 0
+            train_start = time.perf_counter()
+            if not curve.finite:
+                break
+            if stop_when_reached and thresholds and all(v is not None for v in curve.reached.values()):
+                break
+    if bar is not None:
+        bar.close()
+    curve.wall_time = time.perf_counter() - start
+    return curve

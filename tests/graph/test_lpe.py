@@ -1,0 +1,51 @@
+import numpy as np
+import torch
+from torch import nn
+
+from conftest import fm16
+from nino_optim import build_neural_graph
+from nino_optim.graph.lpe import laplacian_positional_encoding, normalized_laplacian
+
+
+def test_lpe_is_deterministic_and_cached():
+    graph = build_neural_graph(fm16())
+    first = graph.lpe
+    assert first.shape == (95, 8) and first.dtype == torch.float32
+    assert graph.lpe is first  # cached with the graph
+    assert torch.equal(build_neural_graph(fm16()).lpe, first)  # same graph, same encoding
+
+
+def test_lpe_columns_are_laplacian_eigenvectors():
+    graph = build_neural_graph(fm16())
+    lap = normalized_laplacian(graph.edge_index, graph.num_nodes).toarray()
+    vals = np.linalg.eigvalsh(lap)
+    vecs = graph.lpe.double().numpy()
+    for j in range(8):
+        v = vecs[:, j]
+        rayleigh = v @ lap @ v / (v @ v)
+        assert abs(rayleigh - vals[j + 1]) < 1e-5  # eigenvectors 2..9: the trivial first one is skipped
+        assert np.abs(lap @ v - rayleigh * v).max() < 1e-5
+        assert v[np.abs(v).argmax()] > 0  # fixed sign
+
+
+def test_sparse_path_agrees_with_dense():
+    # FM-32 has 175 nodes: the ARPACK path; compare its eigenvalues with dense eigh
+    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3), nn.Conv2d(64, 64, 3), nn.Flatten(),
+                          nn.Linear(64, 10))
+    graph = build_neural_graph(model, lpe=True)
+    lap = normalized_laplacian(graph.edge_index, graph.num_nodes).toarray()
+    vals = np.linalg.eigvalsh(lap)[1:9]
+    v = graph.lpe.double().numpy()
+    rayleigh = np.einsum("ij,ik,kj->j", v, lap, v) / (v * v).sum(0)
+    assert np.allclose(rayleigh, vals, atol=1e-5)
+    assert torch.equal(laplacian_positional_encoding(graph.edge_index, graph.num_nodes), graph.lpe)
+
+
+def test_small_graph_pads_missing_eigenvectors():
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    pe = laplacian_positional_encoding(edge_index, 3)
+    assert pe.shape == (3, 8) and torch.all(pe[:, 2:] == 0) and pe[:, :2].abs().sum() > 0
+
+
+def test_lpe_false_gives_zeros():
+    assert torch.all(build_neural_graph(fm16(), lpe=False).lpe == 0)
