@@ -104,10 +104,11 @@ class NeuralGraph:
             raise ValueError(f"states must be [P={self.num_params}, T], got {tuple(states.shape)}")
         T = states.shape[1]
         out = states.new_zeros(self.num_edges, self.feat_size, T)
-        placed = self.placed_mask
-        out[self.param_edge[placed], self.param_slot[placed]] = states[placed]
+        edge, slot, placed = self._index_on(states.device)
+        out[edge, slot] = states[placed]
+        edge_type = self.edge_type.to(states.device)
         for etype, value in AUX_VALUE.items():
-            out[self.edge_type == etype, 0] = value
+            out[edge_type == etype, 0] = value
         return out.reshape(self.num_edges, self.feat_size * T)
 
     def to_params(self, edge_values: torch.Tensor, default: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,13 +124,18 @@ class NeuralGraph:
         if edge_values.shape[1] != self.feat_size:
             raise ValueError(f"edge_values must be [E={self.num_edges}, F={self.feat_size}], "
                              f"got {tuple(edge_values.shape)}")
-        placed = self.placed_mask
+        edge, slot, placed = self._index_on(edge_values.device)
         if default is None:
             out = edge_values.new_zeros(self.num_params)
         else:
-            out = default.to(edge_values.dtype).clone()
-        out[placed] = edge_values[self.param_edge[placed], self.param_slot[placed]]
+            out = default.to(edge_values.device, edge_values.dtype).clone()
+        out[placed] = edge_values[edge, slot]
         return out
+
+    def _index_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(edge, slot) of every placed parameter, and the placed mask [P], on ``device``."""
+        placed = self.placed_mask
+        return (self.param_edge[placed].to(device), self.param_slot[placed].to(device), placed.to(device))
 
     def summary(self) -> str:
         """A short text description: nodes, edges, edge-type histogram, placed vs fallback parameters."""
