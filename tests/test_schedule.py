@@ -1,0 +1,73 @@
+"""The official timeline: capture slots, nowcast calls and the k-decay schedule (nino_optim.schedule)."""
+import pytest
+
+from nino_optim.schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
+
+
+# Values computed with the official code: round(linspace(40**(1/2), 1, max_steps // 1000) ** 2).
+@pytest.mark.parametrize("max_steps, expected", [
+    (10_000, [40, 33, 26, 21, 16, 11, 8, 5, 3, 1]),
+    (15_000, [40, 35, 31, 27, 23, 20, 16, 13, 11, 8, 6, 5, 3, 2, 1]),
+    (20_000, [40, 37, 33, 30, 27, 24, 22, 19, 17, 14, 12, 11, 9, 7, 6, 4, 3, 2, 2, 1]),
+    (5_000, [40, 25, 13, 5, 1]),
+    (1_999, [40]),
+])
+def test_k_schedule_matches_official_values(max_steps, expected):
+    assert k_schedule(max_steps, 1000) == expected
+
+
+def test_k_schedule_returns_python_ints():
+    assert all(type(k) is int for k in k_schedule(10_000, 1000))
+
+
+def test_k_schedule_scales_with_period():
+    assert k_schedule(50, 10) == [40, 25, 13, 5, 1]
+
+
+def test_k_schedule_power_zero_keeps_k_at_max():
+    assert k_schedule(5_000, 1000, max_horizon=40, power=0) == [40] * 5
+
+
+def test_k_schedule_custom_max_horizon_starts_there_and_ends_at_one():
+    ks = k_schedule(10_000, 1000, max_horizon=20)
+    assert ks[0] == 20 and ks[-1] == 1
+    assert all(a >= b for a, b in zip(ks, ks[1:]))
+
+
+def test_horizon_at_follows_schedule_then_holds_last_value():
+    sched = k_schedule(5_000, 1000)
+    assert [horizon_at(c, sched, 1000) for c in (1000, 2000, 3000, 4000, 5000)] == sched
+    # Past the planned end the last value (1) is used.
+    assert horizon_at(6000, sched, 1000) == 1
+    assert horizon_at(100_000, sched, 1000) == 1
+    assert horizon_at(2000, [40], 1000) == 40
+
+
+def test_capture_slots_period_1000_context_5():
+    captured = {c: capture_slot(c, 200, 5) for c in range(1, 2201) if capture_slot(c, 200, 5) is not None}
+    assert sorted(captured) == [200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2200]
+    assert [captured[c] for c in (200, 400, 600, 800, 1000)] == [0, 1, 2, 3, 4]
+    assert [captured[c] for c in (1200, 1400, 1600, 1800, 2000, 2200)] == [0, 1, 2, 3, 4, 0]
+    # The last slot (the nowcast call) is filled exactly on multiples of the period.
+    assert [c for c, s in captured.items() if s == 4] == [1000, 2000]
+
+
+def test_filled_slots():
+    assert filled_slots(0, 200, 5) == 0
+    assert filled_slots(199, 200, 5) == 0
+    assert filled_slots(200, 200, 5) == 1
+    assert filled_slots(999, 200, 5) == 4
+    assert filled_slots(1000, 200, 5) == 0  # the cycle ended with the nowcast
+    assert filled_slots(1300, 200, 5) == 1
+
+
+def test_validate_timeline_returns_interval():
+    assert validate_timeline(1000, 5) == 200
+    assert validate_timeline(10, 5) == 2
+    assert validate_timeline(5, 5) == 1
+
+
+@pytest.mark.parametrize("period, context", [(10, 3), (0, 5), (-10, 5), (10, 0), (10, -5), (10.0, 5), (True, 1)])
+def test_validate_timeline_rejects_bad_values(period, context):
+    with pytest.raises(ValueError):
+        validate_timeline(period, context)
