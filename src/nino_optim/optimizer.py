@@ -170,27 +170,41 @@ class NiNoAdam(Optimizer):
         if not getattr(self, "_linked", False):  # called by Optimizer.__init__ before the base is linked
             return super().add_param_group(param_group)
         params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
         self._check_known(params)
-        self.base.add_param_group(param_group)
+        self.base.add_param_group({**param_group, "params": params})
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict plus a ``"nino"`` entry: step counter and captured states."""
+        """The base optimizer's state dict plus a ``"nino"`` entry: step counter and captured states.
+
+        Hooks registered with ``register_state_dict_pre_hook`` / ``..._post_hook`` run as for any optimizer.
+        """
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
         state = self.base.state_dict()
         filled = filled_slots(self._calls, self.interval, self.context)
         state["nino"] = {"version": 1, "steps_done": self._calls, "period": self.period, "context": self.context,
                          "num_params": self.graph.num_params, "history": self.history.export(filled)}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state)
+            state = state if result is None else result
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()``; everything is checked before anything is changed."""
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
         state_dict = dict(state_dict)
         nino = state_dict.pop("nino", None)
         if nino is not None:
             if (nino["period"], nino["context"]) != (self.period, self.context):
                 raise ValueError(f"checkpoint was saved with period={nino['period']}, context={nino['context']}; "
                                  f"this optimizer has period={self.period}, context={self.context}")
-            expected = filled_slots(nino["steps_done"], self.interval, self.context)
-            if nino["history"].shape[0] != expected:
+            if nino["num_params"] != self.graph.num_params or nino["history"].shape[1:] != (self.graph.num_params,):
+                raise ValueError(f"checkpoint holds states of {nino['num_params']} parameters; this model has "
+                                 f"{self.graph.num_params}: was it saved for another model?")
+            if nino["history"].shape[0] != filled_slots(nino["steps_done"], self.interval, self.context):
                 raise ValueError("checkpoint history does not match its step counter: the file is damaged")
         self.base.load_state_dict(state_dict)
         self.param_groups, self.state = self.base.param_groups, self.base.state  # the base made new containers
@@ -198,9 +212,11 @@ class NiNoAdam(Optimizer):
             warnings.warn("NiNoAdam.load_state_dict: no 'nino' entry (a plain optimizer's state dict?); the "
                           "base state is loaded and the nowcast timeline restarts from step 0", stacklevel=2)
             self._calls = 0
-            return
-        self.history.restore(nino["history"])
-        self._calls = int(nino["steps_done"])
+        else:
+            self.history.restore(nino["history"])
+            self._calls = int(nino["steps_done"])
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     def _check_known(self, params: list[torch.Tensor]) -> None:
         for i, p in enumerate(params):

@@ -12,7 +12,7 @@ from ..graph.neural_graph import NeuralGraph
 
 
 def linefit_coefficients(context: int, at: float, weighted: bool) -> torch.Tensor:
-    """Weights w [c] such that ``states @ w`` is the fitted line evaluated at ``x = at`` (x = 1..c).
+    """Weights w [c] (float64) such that ``states @ w`` is the fitted line evaluated at ``x = at`` (x = 1..c).
 
     Weighted least squares with residual weights mu_t (squared in the objective, as ``||mu * r||_2`` is).
     """
@@ -22,7 +22,7 @@ def linefit_coefficients(context: int, at: float, weighted: bool) -> torch.Tenso
     # slope a = sum w (x - x_mean)(y - y_mean) / sum w (x - x_mean)^2, intercept through the weighted means
     slope = w * (x - x_mean) / (w * (x - x_mean) ** 2).sum()
     mean = w / w.sum()
-    return (mean + (at - x_mean) * slope).float()
+    return mean + (at - x_mean) * slope
 
 
 class Linefit:
@@ -47,8 +47,9 @@ class Linefit:
         return f"Linefit(weighted={self.weighted}, horizon={self.horizon!r})"
 
     def predict(self, graph: NeuralGraph | None, states: torch.Tensor, k: int) -> torch.Tensor:
-        """states [P, c] oldest to newest -> predicted parameters [P] (float32)."""
+        """states [P, c] oldest to newest -> predicted parameters [P] (float32, or float64 for float64 states)."""
         c = states.shape[1]
         ahead = c if self.horizon is None else (k if self.horizon == "k" else self.horizon)
-        coef = linefit_coefficients(c, at=c + ahead, weighted=self.weighted).to(states.device)
-        return states.float() @ coef
+        dtype = torch.float64 if states.dtype == torch.float64 else torch.float32
+        coef = linefit_coefficients(c, at=c + ahead, weighted=self.weighted).to(states.device, dtype)
+        return states.to(dtype) @ coef
