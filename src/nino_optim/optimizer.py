@@ -133,7 +133,10 @@ class NiNoAdam(Optimizer):
         if not distributed or dist.get_rank() == 0:
             pred, problem = self._predict(k)
         if distributed:  # rank 0 predicts; a rejected prediction travels as NaN so every rank skips together
-            buf = torch.full((num_params,), float("nan"), device=self.history.buffer.device)
+            # In the history's dtype (a float64 model's prediction is not rounded to float32), on a device the
+            # backend can send (NCCL only sends CUDA tensors, even when the history is kept on the CPU).
+            buf = torch.full((num_params,), float("nan"), dtype=self.history.buffer.dtype,
+                             device=_comm_device(self.history.buffer.device))
             if pred is not None:
                 buf.copy_(pred)
             dist.broadcast(buf, src=0)
@@ -247,6 +250,13 @@ def _make_base(params, base, *, lr, betas, eps, weight_decay, **kwargs) -> Optim
     if isinstance(base, type) and issubclass(base, Optimizer):
         return base(params, lr=lr, **given, **kwargs)
     raise TypeError(f"base must be None, a torch.optim.Optimizer subclass or instance; got {base!r}")
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    """Where a tensor for the default process group's broadcast must live: CUDA for a pure NCCL group."""
+    if str(dist.get_backend()) == "nccl" and device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _graph_for(model: nn.Module | None, params: list[torch.Tensor], lpe: bool
