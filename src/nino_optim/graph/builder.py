@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from .chain import build_chain_graph
+from .propagate import Propagator
+from .trace import trace_layers
 from .neural_graph import NeuralGraph
 
 
@@ -27,7 +29,7 @@ def graph_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int = 9) -> NeuralGraph:
-    """Build the neural graph of ``model``.
+    """Build the neural graph of ``model`` from its computation.
 
     Args:
         model: any ``nn.Module`` (a compiled or DDP-wrapped module is unwrapped).
@@ -36,17 +38,38 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
     Returns:
         the ``NeuralGraph``; every parameter is either placed or named in ``graph.fallback``.
 
-    Connectivity currently follows the official chain rule (``graph/chain.py``), which is exact for plain MLPs
-    and convnets; where the model breaks the chain assumption, one warning says where.
+    The model is traced with torch.fx (``graph/trace.py``) and neuron spaces are propagated through the traced
+    graph (``graph/propagate.py``); for a plain chain the result is the official graph, node for node. Where the
+    model cannot be traced, the official chain rule (``graph/chain.py``) is used for the whole model; where one
+    module is not understood, for that module. Either way one warning says what happened.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"build_neural_graph expects an nn.Module, got {type(model).__name__}")
-    named = [(name, tuple(p.shape)) for name, p in graph_parameters(model)]
-    if not named:
+    named_params = graph_parameters(model)
+    if not named_params:
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to build a graph of")
-    graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
+    graph, notes = build_traced_graph(unwrap_model(model), named_params, lpe=lpe, max_feat_size=max_feat_size)
     problems = notes + [f"{name} left out of the graph: {why}" for name, why in graph.fallback.items()]
     if problems:
         warnings.warn(f"neural graph of {type(unwrap_model(model)).__name__}: " + "; ".join(problems),
                       stacklevel=2)
     return graph
+
+
+def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, lpe: bool = True,
+                       max_feat_size: int = 9) -> tuple[NeuralGraph, list[str]]:
+    """The traced graph and its notes; the chain rule for the whole model where tracing fails."""
+    named = [(name, tuple(p.shape)) for name, p in named_params]
+    try:
+        gm = trace_layers(model)
+    except Exception as err:  # noqa: BLE001 - any tracing failure means: use the chain rule
+        graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return graph, [f"torch.fx cannot trace the model ({first}); the chain rule of the official code is used"] + notes
+    prop = Propagator(gm, named_params, max_feat_size=max_feat_size)
+    prop.run()
+    graph = prop.assembly.finish(fallback=prop.fallback, lpe=lpe)
+    for info in graph.params:
+        if not info.placed and info.name not in graph.fallback:
+            graph.fallback[info.name] = "only partly placed"
+    return graph, prop.notes

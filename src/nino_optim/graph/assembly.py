@@ -1,0 +1,152 @@
+"""Assembling a ``NeuralGraph`` from node groups and edge blocks collected in any order.
+
+The propagation (``graph/propagate.py``) creates nodes and edges in the order the traced forward pass runs. The
+final graph is put into the official layout (reference section 2.1) by sorting:
+
+* nodes by the key ``(layer, role, index)``: ``layer`` is the ``named_parameters()`` index of the weight that
+  creates or first reads the nodes, ``role`` is -1 for input neurons created for that weight, 0 for the extra
+  nodes of 1-D tensors acting on its outputs (ordered by their own parameter index) and 1 for its output neurons;
+* edge blocks by the ``named_parameters()`` index of their parameter; an auxiliary block (residual, head)
+  follows the parameter block created just before it; self-loops come last.
+
+For a plain chain this reproduces the official node and edge numbering exactly; for any other model it gives a
+deterministic numbering that follows the parameter order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .chain import edge_type_of
+from .neural_graph import SELF_LOOP, NeuralGraph, ParamSlot
+
+INPUT_ROLE, EXTRA_ROLE, OUTPUT_ROLE = -1, 0, 1
+
+
+@dataclass
+class _Block:
+    src: torch.Tensor  # [M] builder-local node ids
+    dst: torch.Tensor  # [M]
+    etype: int
+    param: int  # parameter index, or -1 for auxiliary edges
+    elem: torch.Tensor | None  # [M, feat] flat element index within the parameter (None for auxiliary blocks)
+    order: float  # sort key
+
+
+class GraphAssembly:
+    """Collects nodes and edge blocks; ``finish`` returns the ``NeuralGraph``."""
+
+    def __init__(self, named_shapes: list[tuple[str, tuple[int, ...]]]):
+        self.named_shapes = named_shapes
+        self._keys: list[torch.Tensor] = []  # [n, 3] per node group
+        self.num_nodes = 0
+        self._blocks: list[_Block] = []
+        self._last_param_order = -1.0
+        self._aux_count = 0
+        self.placed: set[int] = set()
+        self.param_type: dict[int, int] = {}  # edge type of each placed parameter (its first block)
+        self._pos_w: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def set_pos_w(self, nodes: torch.Tensor, values: torch.Tensor) -> None:
+        """Token-id node features (``pos_w``) of token-embedding nodes."""
+        self._pos_w.append((nodes, values))
+
+    def new_nodes(self, n: int, layer: int, role: int, index_base: int = 0) -> torch.Tensor:
+        """``n`` new nodes with sort keys ``(layer, role, index_base + i)``; returns their ids."""
+        ids = torch.arange(self.num_nodes, self.num_nodes + n)
+        key = torch.stack([torch.full((n,), layer), torch.full((n,), role), index_base + torch.arange(n)], 1)
+        self._keys.append(key)
+        self.num_nodes += n
+        return ids
+
+    def add_param_block(self, param: int, src: torch.Tensor, dst: torch.Tensor, etype: int,
+                        elem: torch.Tensor) -> None:
+        """Edges ``src[m] -> dst[m]`` carrying elements ``elem[m, s]`` of parameter ``param`` in slot ``s``."""
+        if elem.dim() == 1:
+            elem = elem[:, None]
+        assert src.shape == dst.shape == elem.shape[:1]
+        self._blocks.append(_Block(src.long(), dst.long(), etype, param, elem.long(), float(param)))
+        self._last_param_order = float(param)
+        self.placed.add(param)
+        self.param_type.setdefault(param, etype)
+
+    def add_aux_block(self, src: torch.Tensor, dst: torch.Tensor, etype: int) -> None:
+        """Auxiliary edges (residual, head): constant value, no parameter."""
+        self._aux_count += 1
+        order = self._last_param_order + 0.5 - 1.0 / (self._aux_count + 2)  # after the last param block, in order
+        self._blocks.append(_Block(src.long(), dst.long(), etype, -1, None, order))
+
+    def finish(self, *, fallback: dict[str, str], lpe: bool) -> NeuralGraph:
+        n = self.num_nodes
+        if self._keys:
+            keys = torch.cat(self._keys)
+            perm = _lexsort(keys)  # perm[new] = old
+        else:
+            perm = torch.zeros(0, dtype=torch.long)
+        relabel = torch.empty(n, dtype=torch.long)
+        relabel[perm] = torch.arange(n)
+
+        blocks = sorted(self._blocks, key=lambda b: b.order)  # stable: blocks of one parameter keep their order
+        feat_size = max([1] + [b.elem.shape[1] for b in blocks if b.elem is not None])
+        offsets = {}
+        total = 0
+        param_sizes = [math.prod(s) for _, s in self.named_shapes]
+        starts = [0]
+        for size in param_sizes:
+            starts.append(starts[-1] + size)
+        param_edge = torch.full((starts[-1],), -1, dtype=torch.long)
+        param_slot = torch.full((starts[-1],), -1, dtype=torch.long)
+        src_parts, dst_parts, type_parts = [], [], []
+        for b in blocks:
+            m = b.src.numel()
+            offsets[id(b)] = total
+            src_parts.append(relabel[b.src])
+            dst_parts.append(relabel[b.dst])
+            type_parts.append(torch.full((m,), b.etype, dtype=torch.long))
+            if b.elem is not None:
+                edge = (total + torch.arange(m))[:, None].expand_as(b.elem)
+                slot = torch.arange(b.elem.shape[1])[None, :].expand_as(b.elem)
+                valid = b.elem >= 0
+                flat = starts[b.param] + b.elem[valid]
+                param_edge[flat] = edge[valid]
+                param_slot[flat] = slot[valid]
+            total += m
+        loops = torch.arange(n)
+        src_parts.append(loops)
+        dst_parts.append(loops)
+        type_parts.append(torch.full((n,), SELF_LOOP, dtype=torch.long))
+
+        params = []
+        for idx, (name, shape) in enumerate(self.named_shapes):
+            placed = bool((param_edge[starts[idx]:starts[idx + 1]] >= 0).all()) and param_sizes[idx] > 0
+            if not placed:  # all or nothing: a partly placed tensor is not placed
+                param_edge[starts[idx]:starts[idx + 1]] = -1
+                param_slot[starts[idx]:starts[idx + 1]] = -1
+            etype = self.param_type.get(idx, edge_type_of(name, tuple(shape)))
+            params.append(ParamSlot(name, tuple(shape), starts[idx], placed, etype))
+        pos_w = torch.zeros(n, dtype=torch.long)
+        for nodes, values in self._pos_w:
+            pos_w[relabel[nodes]] = values
+        return NeuralGraph(
+            num_nodes=n,
+            edge_index=torch.stack([torch.cat(src_parts), torch.cat(dst_parts)]).long(),
+            edge_type=torch.cat(type_parts),
+            feat_size=feat_size,
+            params=params,
+            param_edge=param_edge,
+            param_slot=param_slot,
+            pos_w=pos_w,
+            fallback=fallback,
+            use_lpe=lpe,
+        )
+
+
+def _lexsort(keys: torch.Tensor) -> torch.Tensor:
+    """Indices that sort the rows of ``keys`` [n, k] lexicographically (stable)."""
+    perm = torch.arange(keys.shape[0])
+    for col in reversed(range(keys.shape[1])):
+        order = torch.sort(keys[perm, col], stable=True).indices
+        perm = perm[order]
+    return perm
