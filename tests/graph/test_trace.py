@@ -1,0 +1,261 @@
+"""The traced builder on non-chain models: residual blocks, branches joined by concatenation, splits."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import TwoLayer, fm16
+from nino_optim import build_neural_graph
+from nino_optim.nowcast import NiNoConfig, NiNoGNN
+
+RESIDUAL = 10
+
+
+class Block(nn.Module):
+    """ResNet basic block; with ``stride`` or a width change, a 1x1 conv + BN downsample on the shortcut."""
+
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = None
+        if stride != 1 or c_in != c_out:
+            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.down is None else self.down(x)
+        return F.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.b1 = Block(4, 4)
+        self.b2 = Block(4, 6, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = self.b2(self.b1(torch.relu(self.bn(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class TwoBranch(nn.Module):
+    """Two branches on the same input, concatenated along features; then a gated (GLU) layer split in halves."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(3, 5)
+        self.glu = nn.Linear(9, 6)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = torch.cat([torch.relu(self.a(x)), torch.tanh(self.b(x))], dim=1)
+        u, v = self.glu(h).chunk(2, dim=-1)
+        return self.out(u * torch.sigmoid(v))
+
+
+def build(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # these models must be understood completely
+        return build_neural_graph(model, lpe=False)
+
+
+def views(graph):
+    idx = torch.arange(graph.num_params)
+    return {p.name: idx[p.offset:p.offset + p.numel].view(p.shape) for p in graph.params}
+
+
+def layer_nodes(graph, name):
+    """(input nodes [n_in], output nodes [n_out]) of a weight, read from the edges of w[o, i, 0...]."""
+    w = views(graph)[name]
+    w = w.reshape(w.shape[0], w.shape[1], -1)[:, :, 0]
+    src, dst = graph.edge_index[:, graph.param_edge[w]]
+    return src[0], dst[:, 0]
+
+
+def check_dense_blocks(graph):
+    """Every weight w[o, i, k] sits on edge (in_i -> out_o), slot k, with its kernel in one edge, one edge per (o, i)."""
+    for p in graph.params:
+        if len(p.shape) < 2:
+            continue
+        ins, outs = layer_nodes(graph, p.name)
+        w = views(graph)[p.name].reshape(p.shape[0], p.shape[1], -1)
+        edges = graph.param_edge[w]
+        assert torch.equal(graph.param_slot[w], torch.arange(w.shape[2]).expand_as(w))
+        assert torch.all(edges == edges[:, :, :1])
+        src, dst = graph.edge_index[:, edges[:, :, 0]]
+        assert torch.equal(src, ins[None, :].expand_as(src)) and torch.equal(dst, outs[:, None].expand_as(dst))
+        assert len(set(ins.tolist()) & set(outs.tolist())) == 0
+        assert edges[:, :, 0].unique().numel() == p.shape[0] * p.shape[1]
+
+
+def attached(graph, name):
+    """(source node, target nodes) of a 1-D parameter."""
+    src, dst = graph.edge_index[:, graph.param_edge[views(graph)[name]]]
+    assert src.unique().numel() == 1
+    return int(src[0]), dst
+
+
+def test_chain_models_keep_the_official_graph():
+    for model in (TwoLayer(), fm16()):
+        traced = build(model)
+        assert traced.fallback == {}
+        check_dense_blocks(traced)
+
+
+def test_resnet_edges_join_the_right_neurons():
+    model = ResNet()
+    graph = build(model)
+    assert graph.fallback == {} and bool(graph.placed_mask.all())
+    check_dense_blocks(graph)
+    nodes = {p.name.rsplit(".", 1)[0]: layer_nodes(graph, p.name) for p in graph.params if len(p.shape) > 1}
+    x_in, stem = nodes["stem"]
+    assert len(x_in) == 3 and torch.equal(nodes["b1.conv1"][0], stem)  # data flow: stem -> b1.conv1
+    assert torch.equal(nodes["b1.conv2"][0], nodes["b1.conv1"][1])
+    # b1: out + x, the residual stream continues on b1.conv2's neurons, with residual edges stem[i] -> conv2[i]
+    b1_out = nodes["b1.conv2"][1]
+    assert torch.equal(nodes["b2.conv1"][0], b1_out) and torch.equal(nodes["b2.down.0"][0], b1_out)
+    # b2: both sides are new neurons; the later one (the downsample, computed after conv2) carries the sum
+    b2_out = nodes["b2.down.0"][1]
+    assert torch.equal(nodes["fc"][0], b2_out)  # flatten after the global pool keeps the channels
+    res = graph.edge_index[:, graph.edge_type == RESIDUAL]
+    expected = torch.cat([torch.stack([stem, b1_out]), torch.stack([nodes["b2.conv2"][1], b2_out])], 1)
+    assert sorted(map(tuple, res.t().tolist())) == sorted(map(tuple, expected.t().tolist()))
+    # norm and bias nodes attach to the neurons they act on
+    assert torch.equal(attached(graph, "bn.weight")[1], stem) and torch.equal(attached(graph, "stem.bias")[1], stem)
+    assert torch.equal(attached(graph, "b1.bn1.bias")[1], nodes["b1.conv1"][1])
+    assert torch.equal(attached(graph, "b2.down.1.weight")[1], b2_out)
+    extra = {attached(graph, p.name)[0] for p in graph.params if len(p.shape) == 1}
+    assert len(extra) == sum(len(p.shape) == 1 for p in graph.params)  # one node per 1-D tensor
+    n_neurons = 3 + 4 + 4 + 4 + 6 + 6 + 6 + 5
+    assert graph.num_nodes == n_neurons + len(extra)
+    assert graph.num_edges == sum(p.numel // max(1, p.numel // (p.shape[0] * p.shape[1])) if len(p.shape) > 1
+                                  else p.numel for p in graph.params) + 4 + 6 + graph.num_nodes
+
+
+def test_concatenated_branches_and_split_gate():
+    graph = build(TwoBranch())
+    check_dense_blocks(graph)
+    a_in, a_out = layer_nodes(graph, "a.weight")
+    b_in, b_out = layer_nodes(graph, "b.weight")
+    glu_in, glu_out = layer_nodes(graph, "glu.weight")
+    out_in, _ = layer_nodes(graph, "out.weight")
+    assert torch.equal(a_in, b_in)  # both branches read the same input neurons
+    assert torch.equal(glu_in, torch.cat([a_out, b_out]))  # concatenation joins the spaces in order
+    assert torch.equal(out_in, glu_out[:3])  # u * sigmoid(v) lives on u's neurons ...
+    res = graph.edge_index[:, graph.edge_type == RESIDUAL]
+    assert torch.equal(res, torch.stack([glu_out[3:], glu_out[:3]]))  # ... joined to v's by residual edges
+    assert graph.num_nodes == 3 + 4 + 5 + 6 + 2 + 4  # neurons + one node per bias
+
+
+@pytest.mark.parametrize("model", [TwoLayer, fm16, ResNet, TwoBranch])
+def test_to_edges_and_to_params_are_exact_inverses(model):
+    graph = build(model())
+    states = torch.randn(graph.num_params, 5)
+    edges = graph.to_edges(states).view(graph.num_edges, graph.feat_size, 5)
+    for t in range(5):
+        assert torch.equal(graph.to_params(edges[:, :, t]), states[:, t])
+    # every (edge, slot) holds at most one parameter, and only parameter edges hold parameters
+    pairs = graph.param_edge * graph.feat_size + graph.param_slot
+    assert pairs.unique().numel() == graph.num_params
+    assert torch.all(graph.edge_type[graph.param_edge] < RESIDUAL)
+
+
+# ---------------------------------------------------------------- symmetry
+def permutation_order(graph, perms):
+    """Flat index order of the permuted parameters: ``perms[name]`` lists (dim, permutation) pairs."""
+    v = views(graph)
+    parts = []
+    for p in graph.params:
+        t = v[p.name]
+        for dim, perm in perms.get(p.name, []):
+            t = t.index_select(dim, perm)
+        parts.append(t.reshape(-1))
+    return torch.cat(parts)
+
+
+def model_output_under(model, graph, order, x):
+    flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    permuted = type(model)()
+    torch.nn.utils.vector_to_parameters(flat[order], permuted.parameters())
+    model.eval(), permuted.eval()
+    with torch.no_grad():
+        return model(x), permuted(x)
+
+
+def random_gnn():
+    torch.manual_seed(0)
+    gnn = NiNoGNN(NiNoConfig(hid=16))
+    for p in gnn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return gnn
+
+
+def resnet_perms(hidden, stream, consistent=True):
+    """``hidden`` permutes b1's inner channels; ``stream`` the residual stream stem -> b1 (both sides)."""
+    perms = {"b1.conv1.weight": [(0, hidden)], "b1.bn1.weight": [(0, hidden)], "b1.bn1.bias": [(0, hidden)],
+             "b1.conv2.weight": [(1, hidden), (0, stream)], "b1.bn2.weight": [(0, stream)],
+             "b1.bn2.bias": [(0, stream)], "b2.conv1.weight": [(1, stream)], "b2.down.0.weight": [(1, stream)]}
+    if consistent:
+        perms.update({"stem.weight": [(0, stream)], "stem.bias": [(0, stream)], "bn.weight": [(0, stream)],
+                      "bn.bias": [(0, stream)], "b1.conv1.weight": [(0, hidden), (1, stream)]})
+    return perms
+
+
+def two_branch_perms(pa, pb, pg):
+    """pa, pb: branch neurons; pg: GLU neurons, the same permutation on both halves (u_i gates with v_i)."""
+    glu = torch.cat([pg, pg + 3])
+    return {"a.weight": [(0, pa)], "a.bias": [(0, pa)], "b.weight": [(0, pb)], "b.bias": [(0, pb)],
+            "glu.weight": [(1, torch.cat([pa, pb + 4])), (0, glu)], "glu.bias": [(0, glu)],
+            "out.weight": [(1, pg)]}
+
+
+CASES = {
+    "resnet": (ResNet, lambda: resnet_perms(torch.tensor([2, 0, 3, 1]), torch.tensor([1, 3, 0, 2])),
+               lambda: torch.randn(2, 3, 8, 8)),
+    "two_branch": (TwoBranch, lambda: two_branch_perms(torch.tensor([3, 1, 0, 2]), torch.tensor([4, 2, 0, 1, 3]),
+                                                       torch.tensor([2, 0, 1])), lambda: torch.randn(4, 3)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_function_preserving_permutation_permutes_the_prediction(case):
+    make, perms, inputs = CASES[case]
+    torch.manual_seed(1)
+    model = make()
+    graph = build(model)
+    order = permutation_order(graph, perms())
+    assert not torch.equal(order, torch.arange(graph.num_params))
+    out, out_perm = model_output_under(model, graph, order, inputs())
+    assert torch.allclose(out, out_perm, atol=1e-5)  # the permutation preserves the function
+    gnn = random_gnn()
+    states = torch.randn(graph.num_params, 5)
+    pred = gnn.predict(graph, states, 3)
+    pred_perm = gnn.predict(graph, states[order], 3)
+    assert torch.allclose(pred_perm, pred[order], atol=1e-5)
+    assert not torch.allclose(pred, states[:, -1], atol=1e-3)  # it predicts something
+
+
+def test_permutation_breaking_the_residual_stream_changes_function_and_prediction():
+    torch.manual_seed(1)
+    model = ResNet()
+    graph = build(model)
+    # permute b1's output side of the residual add but not the stem side: not a symmetry of the model
+    order = permutation_order(graph, resnet_perms(torch.arange(4), torch.tensor([1, 3, 0, 2]), consistent=False))
+    out, out_perm = model_output_under(model, graph, order, torch.randn(2, 3, 8, 8))
+    assert not torch.allclose(out, out_perm, atol=1e-3)
+    gnn = random_gnn()
+    states = torch.randn(graph.num_params, 5)
+    pred = gnn.predict(graph, states, 3)
+    pred_perm = gnn.predict(graph, states[order], 3)
+    assert not torch.allclose(pred_perm, pred[order], atol=1e-4)  # the residual edges see the difference
