@@ -259,3 +259,109 @@ def test_permutation_breaking_the_residual_stream_changes_function_and_predictio
     pred = gnn.predict(graph, states, 3)
     pred_perm = gnn.predict(graph, states[order], 3)
     assert not torch.allclose(pred_perm, pred[order], atol=1e-4)  # the residual edges see the difference
+
+
+# ---------------------------------------------------------------- more layers, and what is not understood
+def test_grouped_conv_edges_follow_the_data_flow():
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.Conv2d(4, 8, 3, groups=4, padding=1), nn.ReLU())
+    graph = build(model)
+    _, first_out = layer_nodes(graph, "0.weight")
+    w = views(graph)["1.weight"]  # (8, 1, 3, 3): output o reads input channel o // 2 only
+    src, dst = graph.edge_index[:, graph.param_edge[w[:, 0, 0, 0]]]
+    assert torch.equal(src, first_out[torch.arange(8) // 2])
+    # the truth, from autograd: output channel o depends on input channel i iff there is an edge i -> o
+    conv = model[1]
+    jac = torch.autograd.functional.jacobian(lambda x: conv(x).sum((0, 2, 3)), torch.randn(1, 4, 5, 5))
+    depends = jac.abs().sum((1, 3, 4)) > 0  # [out, in]
+    edges = {(int(s), int(d)) for s, d in zip(src, dst)}
+    expected = {(int(first_out[i]), int(dst[o])) for o in range(8) for i in range(4) if depends[o, i]}
+    assert edges == expected
+    assert graph.feat_size == 9 and graph.params[2].edge_type == 3
+
+
+def test_conv1d_flatten_over_positions_and_norms():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3)
+            self.gn = nn.GroupNorm(1, 3)
+            self.fc = nn.Linear(3 * 4, 5)
+            self.ln = nn.LayerNorm(5)
+
+        def forward(self, x):  # x: (B, 2, 6) -> (B, 3, 4) -> (B, 12)
+            return self.ln(self.fc(self.gn(self.conv(x)).flatten(1)))
+
+    graph = build(Net())
+    check_dense_blocks(graph)
+    _, conv_out = layer_nodes(graph, "conv.weight")
+    fc_in, fc_out = layer_nodes(graph, "fc.weight")
+    assert torch.equal(fc_in, conv_out.repeat_interleave(4))  # feature f of the flatten lives on channel f // 4
+    assert torch.equal(attached(graph, "gn.weight")[1], conv_out)
+    assert torch.equal(attached(graph, "ln.bias")[1], fc_out)
+    assert [p.edge_type for p in graph.params] == [2, 2, 4, 2, 1, 2, 4, 2]  # Conv1d weights are type 2 (official)
+
+
+def test_embedding_nodes_carry_token_ids():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 4))
+    graph = build(model)
+    src, dst = graph.edge_index[:, graph.param_edge[views(graph)["0.weight"]]]  # table (vocab, d): row v is token v
+    tokens, emb = src[:, 0], dst[0]
+    assert torch.all(src == tokens[:, None]) and torch.all(dst == emb[None, :])
+    assert graph.params[0].edge_type == 5 and len(tokens) == 10
+    assert graph.pos_w[tokens].tolist() == list(range(1, 11)) and int(graph.pos_w.sum()) == 55
+    assert torch.equal(layer_nodes(graph, "2.weight")[0], emb)
+
+
+def test_untraceable_model_uses_the_chain_rule_with_one_warning():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(2, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            if h.sum() > 0:  # control flow on data: symbolic tracing fails
+                h = torch.relu(h)
+            return self.fc2(h)
+
+    with pytest.warns(UserWarning, match="cannot trace") as record:
+        graph = build_neural_graph(DataDependent(), lpe=False)
+    assert len(record) == 1
+    assert graph.num_nodes == 9 and bool(graph.placed_mask.all())
+
+
+def test_unknown_op_and_unknown_module_fall_back_with_one_warning():
+    class Scale(nn.Module):  # a parameterised module of a kind the propagation does not know
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 4))
+
+        def forward(self, x):
+            return x @ self.w
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.scale, self.fc2, self.fc3 = nn.Linear(3, 4), Scale(), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.fft.fft(self.fc1(x)).real  # not understood: fc2 gets its own input nodes
+            return self.fc3(self.fc2(self.scale(h)))
+
+    with pytest.warns(UserWarning) as record:
+        graph = build_neural_graph(Net(), lpe=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "fft" in message and "scale (Scale): not understood" in message
+    assert bool(graph.placed_mask.all()) and graph.fallback == {}  # the chain rule placed scale.w
+    _, fc1_out = layer_nodes(graph, "fc1.weight")
+    fc2_in, fc2_out = layer_nodes(graph, "fc2.weight")
+    assert not set(fc2_in.tolist()) & set(fc1_out.tolist())
+    assert torch.equal(layer_nodes(graph, "fc3.weight")[0], fc2_out)  # understood again after the unknown part
+
+
+def test_dimension_mismatch_is_reported_not_silent():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(7, 3))  # 7 is not a multiple of 2
+    with pytest.warns(UserWarning, match="expects 7 inputs"):
+        graph = build_neural_graph(model, lpe=False)
+    assert bool(graph.placed_mask.all())

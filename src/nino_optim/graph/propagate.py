@@ -120,8 +120,7 @@ class Propagator:
     def _unknown(self, node: fx.Node, why: str):
         inputs = [self.env[n] for n in node.all_input_nodes]
         if any(isinstance(v, (Space, LazyInput)) or _has_feature(v) for v in inputs):
-            desc = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
-            self.notes.append(f"{node.name} ({desc}): {why}; later layers reading it get their own input nodes")
+            self.notes.append(f"{node.name}: not understood ({why}); later layers reading it get their own input nodes")
             return Unknown(why)
         if any(isinstance(v, Unknown) for v in inputs):
             return Unknown(why)
@@ -338,7 +337,13 @@ class Propagator:
         if fn is operator.getitem:
             return self._getitem(args[0], args[1])
         if fn is getattr:
-            return None
+            if args[1] in ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"):
+                return None
+            if args[1] in ("data", "real"):
+                return self._keep(args[0])
+            if not _has_feature(args):
+                return None
+            raise NotUnderstood(f"attribute {args[1]}")
         if not _has_feature((args, kwargs)):
             return _plain(args, kwargs)
         raise NotUnderstood(f"function {getattr(fn, '__name__', fn)}")
