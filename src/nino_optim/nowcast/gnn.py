@@ -65,8 +65,10 @@ class MessagePassing(nn.Module):
         self.post_nns = nn.ModuleList([nn.Sequential(nn.Linear(2 * hid, hid))])
         self.lin = nn.Linear(hid, hid)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int | None = None
+                ) -> torch.Tensor:
         """x [N, D], e [E, D], edge_index [2, E] -> new x [N, D]. Works through the edges in chunks."""
+        chunk = chunk or e.shape[0]
         hid = x.shape[1]
         pre = self.pre_nns[0][0]
         # pre([x_t, x_s]) = W_t x_t + W_s x_s + b: the node terms are computed once per node, not per edge.
@@ -90,10 +92,16 @@ class EdgeUpdate(nn.Module):
         super().__init__()
         self.lin_e, self.lin_s, self.lin_t, self.lin1 = (nn.Linear(hid, hid) for _ in range(4))
 
-    def forward_(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Update e [E, D] in place, chunk by chunk, from node features x [N, D]."""
+    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int | None = None
+                ) -> torch.Tensor:
+        """New edge features [E, D] from node features x [N, D] and e [E, D].
+
+        With ``chunk`` (inference only), ``e`` is overwritten chunk by chunk so that only one E x D tensor lives.
+        """
         src, dst = edge_index
         node_s, node_t = self.lin_s(x), self.lin_t(x)
+        if chunk is None:
+            return self.lin1(F.silu(self.lin_e(e) + node_s[src] + node_t[dst]))
         for start in range(0, e.shape[0], chunk):
             sl = slice(start, start + chunk)
             e[sl] = self.lin1(F.silu(self.lin_e(e[sl]) + node_s[src[sl]] + node_t[dst[sl]]))
@@ -141,9 +149,49 @@ class NiNoGNN(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
+    def _node_features(self, graph_lpe: torch.Tensor, pos_w: torch.Tensor | None, num_nodes: int) -> torch.Tensor:
+        """Initial node features [N, D]: LPE projection (+ token-id embedding); never parameter values."""
+        cfg = self.config
+        device = self.layer_embed.weight.device
+        x = self.node_proj(graph_lpe.to(device)) if cfg.lpe else torch.zeros(num_nodes, cfg.hid, device=device)
+        if cfg.wte_pos_enc and pos_w is not None:
+            x = x + self.wte_pos_enc_layer(pos_w.to(device))
+        return x
+
+    def _check(self, edge_attr: torch.Tensor, num_edges: int, n_feat: int) -> None:
+        cfg = self.config
+        if n_feat > cfg.max_feat_size:
+            raise ValueError(f"graph has {n_feat} feature slots per edge; this model takes at most {cfg.max_feat_size}")
+        if edge_attr.shape != (num_edges, n_feat * cfg.ctx):
+            raise ValueError(f"edge_attr must be [E={num_edges}, F*c={n_feat * cfg.ctx}], got {tuple(edge_attr.shape)}")
+
+    def forward(self, edge_attr: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                lpe: torch.Tensor, pos_w: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable pass for meta-training: predictions at every horizon.
+
+        Args:
+            edge_attr: [E, F * c] scaled edge features, feature-major.
+            edge_index: [2, E]; edge_type: [E]; lpe: [N, lpe]; pos_w: [N] token ids or None.
+        Returns:
+            [E, F, K]: newest state + upd_scale * predicted change, for horizons 1..K.
+        """
+        cfg = self.config
+        num_edges = edge_attr.shape[0]
+        n_feat = edge_attr.shape[1] // cfg.ctx
+        self._check(edge_attr, num_edges, n_feat)
+        e = F.linear(edge_attr, self.edge_proj.fc[0].weight[:, : n_feat * cfg.ctx], self.edge_proj.fc[0].bias)
+        e = e + self.layer_embed(edge_type)
+        x = self._node_features(lpe, pos_w, lpe.shape[0])
+        for conv, update in zip(self.gnn.convs, self.gnn.edge_update):
+            x = F.silu(conv(x, e, edge_index))
+            e = update(x, e, edge_index)
+        delta = self.edge_out(e).view(num_edges, cfg.max_feat_size, cfg.seq_len)[:, :n_feat]
+        newest = edge_attr.view(num_edges, n_feat, cfg.ctx)[:, :, -1:]
+        return newest + cfg.upd_scale * delta
+
     @torch.no_grad()
     def edge_forward(self, edge_attr: torch.Tensor, graph: NeuralGraph, k: int) -> torch.Tensor:
-        """Predicted edge values at horizon k in normalised space.
+        """Predicted edge values at horizon k in normalised space, in bounded memory (inference).
 
         Args:
             edge_attr: [E, F * c] scaled edge features, feature-major (``graph.to_edges`` of scaled states).
@@ -156,11 +204,7 @@ class NiNoGNN(nn.Module):
         n_feat = graph.feat_size
         if not 1 <= k <= cfg.seq_len:
             raise ValueError(f"horizon k must be in 1..{cfg.seq_len}, got {k}")
-        if n_feat > cfg.max_feat_size:
-            raise ValueError(f"graph has {n_feat} feature slots per edge; this model takes at most {cfg.max_feat_size}")
-        if edge_attr.shape != (graph.num_edges, n_feat * cfg.ctx):
-            raise ValueError(f"edge_attr must be [E={graph.num_edges}, F*c={n_feat * cfg.ctx}], "
-                             f"got {tuple(edge_attr.shape)}")
+        self._check(edge_attr, graph.num_edges, n_feat)
         device, chunk = self.layer_embed.weight.device, self.chunk_size
         edge_attr = edge_attr.to(device)
         edge_index, edge_type = graph.edge_index.to(device), graph.edge_type.to(device)
@@ -174,12 +218,10 @@ class NiNoGNN(nn.Module):
             sl = slice(start, start + chunk)
             e[sl] = F.linear(edge_attr[sl].float(), w_in, proj.bias) + self.layer_embed(edge_type[sl])
 
-        x = self.node_proj(graph.lpe.to(device)) if cfg.lpe else torch.zeros(graph.num_nodes, cfg.hid, device=device)
-        if cfg.wte_pos_enc:
-            x = x + self.wte_pos_enc_layer(graph.pos_w.to(device))
+        x = self._node_features(graph.lpe, graph.pos_w, graph.num_nodes)
         for conv, update in zip(self.gnn.convs, self.gnn.edge_update):
             x = F.silu(conv(x, e, edge_index, chunk))
-            e = update.forward_(x, e, edge_index, chunk)
+            e = update(x, e, edge_index, chunk)
 
         # DMS head: keep only the output rows of horizon k for the graph's F slots.
         hidden_layer, out_layer = self.edge_out.fc[0], self.edge_out.fc[2]
