@@ -25,7 +25,7 @@ from .neural_graph import SELF_LOOP, NeuralGraph, ParamSlot
 INPUT_ROLE, EXTRA_ROLE, OUTPUT_ROLE = -1, 0, 1
 
 
-@dataclass
+@dataclass(eq=False)
 class _Block:
     src: torch.Tensor  # [M] builder-local node ids
     dst: torch.Tensor  # [M]
@@ -48,6 +48,34 @@ class GraphAssembly:
         self.placed: set[int] = set()
         self.param_type: dict[int, int] = {}  # edge type of each placed parameter (its first block)
         self._pos_w: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._alias: dict[int, int] = {}
+
+    def alias(self, nodes: torch.Tensor, onto: torch.Tensor) -> None:
+        """Identify ``nodes[i]`` with ``onto[i]``: the former disappear from the graph."""
+        for a, b in zip(nodes.tolist(), onto.tolist()):
+            if a != b:
+                self._alias[a] = b
+
+    def blocks_into(self, nodes: torch.Tensor, params_only: bool = True):
+        """(block, mask) for every edge block with edges into ``nodes``; blocks may be edited in place."""
+        out = []
+        for b in self._blocks:
+            if params_only and b.param < 0:
+                continue
+            mask = torch.isin(b.dst, nodes)
+            if mask.any():
+                out.append((b, mask))
+        return out
+
+    def split_block(self, block: "_Block", mask: torch.Tensor) -> "_Block":
+        """Move the edges ``mask`` of ``block`` into a new block of the same parameter (placed right after it)."""
+        new = _Block(block.src[mask], block.dst[mask], block.etype, block.param,
+                     None if block.elem is None else block.elem[mask], block.order)
+        block.src, block.dst = block.src[~mask], block.dst[~mask]
+        if block.elem is not None:
+            block.elem = block.elem[~mask]
+        self._blocks.insert(self._blocks.index(block) + 1, new)
+        return new
 
     def set_pos_w(self, nodes: torch.Tensor, values: torch.Tensor) -> None:
         """Token-id node features (``pos_w``) of token-embedding nodes."""
@@ -70,7 +98,6 @@ class GraphAssembly:
         self._blocks.append(_Block(src.long(), dst.long(), etype, param, elem.long(), float(param)))
         self._last_param_order = float(param)
         self.placed.add(param)
-        self.param_type.setdefault(param, etype)
 
     def add_aux_block(self, src: torch.Tensor, dst: torch.Tensor, etype: int) -> None:
         """Auxiliary edges (residual, head): constant value, no parameter."""
@@ -79,16 +106,25 @@ class GraphAssembly:
         self._blocks.append(_Block(src.long(), dst.long(), etype, -1, None, order))
 
     def finish(self, *, fallback: dict[str, str], lpe: bool) -> NeuralGraph:
-        n = self.num_nodes
+        rep = torch.arange(self.num_nodes)
+        for a in self._alias:
+            b = a
+            while b in self._alias:
+                b = self._alias[b]
+            rep[a] = b
+        kept = rep == torch.arange(self.num_nodes)
+        n = int(kept.sum())
         if self._keys:
             keys = torch.cat(self._keys)
-            perm = _lexsort(keys)  # perm[new] = old
+            old = torch.arange(self.num_nodes)[kept]
+            perm = old[_lexsort(keys[kept])]  # perm[new] = old
         else:
             perm = torch.zeros(0, dtype=torch.long)
-        relabel = torch.empty(n, dtype=torch.long)
+        relabel = torch.empty(self.num_nodes, dtype=torch.long)
         relabel[perm] = torch.arange(n)
+        relabel = relabel[rep]
 
-        blocks = sorted(self._blocks, key=lambda b: b.order)  # stable: blocks of one parameter keep their order
+        blocks = sorted((b for b in self._blocks if b.src.numel()), key=lambda b: b.order)  # stable: blocks of one parameter keep their order
         feat_size = max([1] + [b.elem.shape[1] for b in blocks if b.elem is not None])
         offsets = {}
         total = 0
@@ -118,6 +154,9 @@ class GraphAssembly:
         dst_parts.append(loops)
         type_parts.append(torch.full((n,), SELF_LOOP, dtype=torch.long))
 
+        for b in reversed(blocks):  # a parameter's type: that of its first block
+            if b.param >= 0:
+                self.param_type[b.param] = b.etype
         params = []
         for idx, (name, shape) in enumerate(self.named_shapes):
             placed = bool((param_edge[starts[idx]:starts[idx + 1]] >= 0).all()) and param_sizes[idx] > 0

@@ -28,13 +28,17 @@ def graph_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return list(unwrap_model(model).named_parameters())
 
 
-def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int = 9) -> NeuralGraph:
+def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int = 9,
+                       key_bias: str = "official") -> NeuralGraph:
     """Build the neural graph of ``model`` from its computation.
 
     Args:
         model: any ``nn.Module`` (a compiled or DDP-wrapped module is unwrapped).
         lpe: compute Laplacian positional node features; ``False`` gives zeros (exact comparisons).
         max_feat_size: feature slots per edge; larger kernels are left out of the graph.
+        key_bias: where an attention key bias attaches: ``"official"`` (element j to block-input neuron j, as
+            the official GPT-2 graphs that the checkpoints were trained on) or ``"keys"`` (to the key neurons,
+            which share the query neurons; unlike the official wiring, symmetric under within-head permutations).
     Returns:
         the ``NeuralGraph``; every parameter is either placed or named in ``graph.fallback``.
 
@@ -48,7 +52,8 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
     named_params = graph_parameters(model)
     if not named_params:
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to build a graph of")
-    graph, notes = build_traced_graph(unwrap_model(model), named_params, lpe=lpe, max_feat_size=max_feat_size)
+    graph, notes = build_traced_graph(unwrap_model(model), named_params, lpe=lpe, max_feat_size=max_feat_size,
+                                      key_bias=key_bias)
     problems = notes + [f"{name} left out of the graph: {why}" for name, why in graph.fallback.items()]
     if problems:
         warnings.warn(f"neural graph of {type(unwrap_model(model)).__name__}: " + "; ".join(problems),
@@ -57,7 +62,7 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
 
 
 def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, lpe: bool = True,
-                       max_feat_size: int = 9) -> tuple[NeuralGraph, list[str]]:
+                       max_feat_size: int = 9, key_bias: str = "official") -> tuple[NeuralGraph, list[str]]:
     """The traced graph and its notes; the chain rule for the whole model where tracing fails."""
     named = [(name, tuple(p.shape)) for name, p in named_params]
     try:
@@ -66,7 +71,7 @@ def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parame
         graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return graph, [f"torch.fx cannot trace the model ({first}); the chain rule of the official code is used"] + notes
-    prop = Propagator(gm, named_params, max_feat_size=max_feat_size)
+    prop = Propagator(gm, named_params, max_feat_size=max_feat_size, key_bias=key_bias)
     prop.run()
     graph = prop.assembly.finish(fallback=prop.fallback, lpe=lpe)
     for info in graph.params:

@@ -35,8 +35,8 @@ from torch import nn
 
 from .assembly import EXTRA_ROLE, INPUT_ROLE, OUTPUT_ROLE, GraphAssembly
 from .chain import build_chain_graph, edge_type_of
-from .neural_graph import POS_EMBED, RESIDUAL, TOKEN_EMBED
-from .spaces import LazyInput, Space, Unknown, is_feature_value
+from .neural_graph import ATTN_K, ATTN_Q, ATTN_V, HEAD, POS_EMBED, RESIDUAL, TOKEN_EMBED
+from .spaces import LazyInput, Scores, Space, Unknown, is_feature_value
 
 _ELEMENTWISE_FUNCS = {
     torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.abs, torch.neg, torch.sqrt, torch.rsqrt,
@@ -45,12 +45,13 @@ _ELEMENTWISE_FUNCS = {
     F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.logsigmoid, F.softmax, F.log_softmax, F.dropout,
     F.dropout1d, F.dropout2d, F.alpha_dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    operator.neg, operator.pos, torch.nn.functional.normalize, operator.pow, torch.pow,
+    operator.neg, operator.pos, torch.nn.functional.normalize, operator.pow, torch.pow, torch.masked_fill,
 }
 _ELEMENTWISE_METHODS = {
     "relu", "sigmoid", "tanh", "exp", "log", "abs", "neg", "sqrt", "rsqrt", "sin", "cos", "square", "clamp", "clip",
     "softmax", "log_softmax", "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
-    "type_as", "pow", "erf", "relu_", "sigmoid_", "tanh_", "clamp_", "requires_grad_",
+    "type_as", "pow", "erf", "relu_", "sigmoid_", "tanh_", "clamp_", "requires_grad_", "masked_fill",
+    "masked_fill_",
 }
 _BINARY_FUNCS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
@@ -76,7 +77,10 @@ class Propagator:
     """Walks a traced model and fills a ``GraphAssembly``; collects notes and per-parameter fallback reasons."""
 
     def __init__(self, gm: fx.GraphModule, named_params: list[tuple[str, nn.Parameter]], *,
-                 max_feat_size: int = 9):
+                 max_feat_size: int = 9, key_bias: str = "official"):
+        if key_bias not in ("official", "keys"):
+            raise ValueError(f"key_bias must be 'official' or 'keys', got {key_bias!r}")
+        self.key_bias = key_bias
         self.gm = gm
         self.named_shapes = [(name, tuple(p.shape)) for name, p in named_params]
         self.param_index = {id(p): i for i, (_, p) in enumerate(named_params)}
@@ -139,7 +143,10 @@ class Propagator:
         x = args[0] if args else next(iter(kwargs.values()), None)
         name = node.target
         if isinstance(mod, nn.Linear):
-            return self._linear(name, mod, x)
+            return self._linear(name, mod, x, mod.in_features, mod.out_features, transposed=False)
+        if type(mod).__name__ == "Conv1D" and getattr(mod, "weight", None) is not None and mod.weight.dim() == 2:
+            # Hugging Face GPT-2's linear layer: weight (in, out)
+            return self._linear(name, mod, x, mod.weight.shape[0], mod.weight.shape[1], transposed=True)
         if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
             return self._conv(name, mod, x)
         if isinstance(mod, nn.Embedding):
@@ -204,14 +211,17 @@ class Propagator:
             return w
         return w if w is not None else (b if b is not None else -1)
 
-    def _linear(self, name: str, mod: nn.Linear, x) -> Space:
+    def _linear(self, name: str, mod: nn.Module, x, n_in: int, n_out: int, transposed: bool):
         w, b = self._param(mod, "weight"), self._param(mod, "bias")
+        if w is not None and w in self.assembly.placed and b is None:  # e.g. a tied lm_head: placed once, where
+            return Unknown("output of a layer with a shared weight")  # first used (the official graphs agree)
         layer = self._weight_layer(name, w, b)
-        n_out, n_in = mod.out_features, mod.in_features
         in_nodes = self._input_nodes(x, n_in, -1, layer, name)
-        out = Space(self.assembly.new_nodes(n_out, layer, OUTPUT_ROLE), dim=-1, ndim=_ndim(x), layer=layer)
+        out = Space(self.assembly.new_nodes(n_out, layer, OUTPUT_ROLE), dim=-1, ndim=_ndim(x), layer=layer,
+                    made_from=in_nodes)
         if w is not None and w not in self.assembly.placed:
-            elem = torch.arange(n_out * n_in).view(n_out, n_in).t()[..., None]
+            elem = torch.arange(n_out * n_in)
+            elem = (elem.view(n_in, n_out) if transposed else elem.view(n_out, n_in).t())[..., None]
             self._dense(w, in_nodes, out.nodes, edge_type_of(self.named_shapes[w][0], (n_out, n_in)), elem)
         self._attach(b, out)
         return out
@@ -251,7 +261,9 @@ class Propagator:
         from_input = isinstance(x, LazyInput)  # token ids come from the input, position ids from arange
         etype = TOKEN_EMBED if from_input and "pos" not in name.split(".")[-1] else POS_EMBED
         tokens = self.assembly.new_nodes(vocab, layer, INPUT_ROLE)
-        out = Space(self.assembly.new_nodes(d, layer, OUTPUT_ROLE), dim=-1, layer=layer)
+        ndim = 3 if from_input else None  # token ids (B, T): rank known; positions may be (T,) or (1, T)
+        out = Space(self.assembly.new_nodes(d, layer, OUTPUT_ROLE), dim=-1, ndim=ndim, layer=layer,
+                    kind="embedding")
         if w is not None and w not in self.assembly.placed:
             self._dense(w, tokens, out.nodes, etype, torch.arange(vocab * d).view(vocab, d)[..., None])
             if etype == TOKEN_EMBED:
@@ -336,6 +348,13 @@ class Propagator:
             return self._reduce(args[0], *_args(args[1:], kwargs, ("dim", None), ("keepdim", False)))
         if fn is operator.getitem:
             return self._getitem(args[0], args[1])
+        if fn in (operator.matmul, torch.matmul, torch.bmm):
+            return self._matmul(args[0], args[1])
+        if fn is F.scaled_dot_product_attention:
+            q, k, v = _args(args, kwargs, ("query", None), ("key", None), ("value", None))
+            return self._attention(q, k, v)
+        if fn is torch.transpose:
+            return self._transpose(args[0], *_args(args[1:], kwargs, ("dim0", 0), ("dim1", 1)))
         if fn is getattr:
             if args[1] in ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"):
                 return None
@@ -360,11 +379,26 @@ class Propagator:
             return self._flatten(x, *_args(rest, kwargs, ("start_dim", 0), ("end_dim", -1)))
         if method in ("view", "reshape"):
             shape = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            if isinstance(x, LazyInput):
+                if x.space is None:
+                    return LazyInput(f"{x.name}.{method}")
+                x = x.space
+            if isinstance(x, Space) and x.heads is not None:
+                return self._merge_heads(x, list(shape))
             if len(shape) == 2 and shape[1] == -1:
                 return self._flatten(x, 1, -1)
-            if isinstance(x, LazyInput):
-                return LazyInput(f"{x.name}.{method}")
+            if isinstance(x, Space) and len(shape) >= 2 and x.plain and x.dim == -1:
+                return self._split_heads(x, list(shape))
+            if not is_feature_value(x):
+                return None
             raise NotUnderstood(f"{method} to {len(shape)} dimensions")
+        if method in ("transpose", "permute"):
+            if method == "transpose":
+                return self._transpose(x, *_args(rest, kwargs, ("dim0", 0), ("dim1", 1)))
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            return self._permute(x, list(dims))
+        if method == "matmul":
+            return self._matmul(x, rest[0])
         if method in ("split", "chunk"):
             return self._split(node, x, method, *_args(rest, kwargs, ("arg", None), ("dim", 0)))
         if method in ("mean", "sum", "amax", "amin"):
@@ -376,15 +410,133 @@ class Propagator:
     def _keep(self, x):
         return x if is_feature_value(x) else None
 
+    # ------------------------------------------------------------------ attention
+    def _split_heads(self, x: Space, shape: list) -> Space:
+        """``view(B, T, H, hd)`` of features: heads split off the feature dimension."""
+        a, b = shape[-2], shape[-1]
+        if isinstance(a, int) and a > 0:
+            heads = a
+        elif isinstance(b, int) and b > 0:
+            heads = x.size // b if x.size % b == 0 else -1
+        else:
+            raise NotUnderstood("reshape of features with unknown sizes")
+        if heads <= 0 or x.size % heads or (isinstance(b, int) and b > 0 and heads * b != x.size):
+            raise NotUnderstood(f"reshape of {x.size} features to {shape[-2:]}")
+        return x.with_(heads=heads, head_dim=-2, dim=-1, ndim=len(shape))
+
+    def _merge_heads(self, x: Space, shape: list) -> Space:
+        """``view(B, T, C)`` of (B, T, H, hd): heads merged back into one feature dimension."""
+        last = shape[-1]
+        if x.dim != -1 or x.head_dim != -2 or not (last is None or last == -1 or last == x.size):
+            raise NotUnderstood("reshape of attention heads that does not merge them back")
+        return x.with_(heads=None, head_dim=None, dim=-1, ndim=len(shape))
+
+    def _transpose(self, x, d0: int, d1: int):
+        if isinstance(x, Scores) or not is_feature_value(x):
+            return x if isinstance(x, Scores) else None
+        if isinstance(x, LazyInput):
+            raise NotUnderstood("transpose of a model input")
+        if isinstance(x, Unknown):
+            return x
+        if x.ndim is None:
+            if d0 >= 0 or d1 >= 0:
+                raise NotUnderstood("transpose of a tensor of unknown rank")
+            n = None
+        else:
+            n = x.ndim
+            d0, d1 = d0 - n if d0 >= 0 else d0, d1 - n if d1 >= 0 else d1
+        swap = {d0: d1, d1: d0}
+        return x.with_(dim=swap.get(x.dim, x.dim),
+                       head_dim=None if x.head_dim is None else swap.get(x.head_dim, x.head_dim))
+
+    def _permute(self, x, dims: list):
+        if not isinstance(x, Space):
+            if isinstance(x, (Unknown, Scores)) or not is_feature_value(x):
+                return x if is_feature_value(x) else None
+            raise NotUnderstood("permute of a model input")
+        n = len(dims)
+        new_of = {(d % n) - n: k - n for k, d in enumerate(dims)}  # old negative dim -> new negative dim
+        return x.with_(dim=new_of[x.dim], ndim=n,
+                       head_dim=None if x.head_dim is None else new_of[x.head_dim])
+
+    def _matmul(self, a, b):
+        if isinstance(a, Space) and isinstance(b, Space) and a.heads and b.heads:
+            if a.dim == -1 and b.dim == -2 and a.head_dim == b.head_dim == -3:
+                return Scores(a, b)
+        if isinstance(a, Scores) and isinstance(b, Space):
+            return self._attention(a.q, a.k, b)
+        if not _has_feature((a, b)):
+            return None
+        raise NotUnderstood("matrix product of features")
+
+    def _attention(self, q, k, v):
+        """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5)."""
+        if not all(isinstance(t, Space) and t.heads for t in (q, k, v)):
+            raise NotUnderstood("attention on tensors without heads")
+        if q.size != k.size or q.heads % k.heads or q.heads % v.heads:
+            raise NotUnderstood("attention with mismatched query/key/value sizes")
+        key = ("attention", q.uid, tuple(q.nodes[:1].tolist()), tuple(k.nodes[:1].tolist()))
+        if key in self._joined:
+            return v.with_(dim=-1, head_dim=-3)
+        self._joined.add(key)
+        asm = self.assembly
+        heads = asm.new_nodes(q.heads, q.layer, EXTRA_ROLE, index_base=-1)
+        for space, etype in ((q, ATTN_Q), (v, ATTN_V)):
+            for block, mask in asm.blocks_into(space.nodes):
+                if block.elem is not None and block.elem.shape[1] and _is_weight(self.named_shapes[block.param]):
+                    part = block if bool(mask.all()) else asm.split_block(block, mask)
+                    part.etype = etype
+                elif not bool(mask.all()):  # a bias shared with other neurons (fused qkv): its own node here
+                    part = asm.split_block(block, mask)
+                    part.src = asm.new_nodes(1, space.layer, EXTRA_ROLE, index_base=block.param).expand_as(part.src)
+            per_head = space.head_nodes()
+            hd = per_head.shape[1]
+            head_of = torch.arange(v.heads if space is v else q.heads).repeat_interleave(hd)
+            head_of = head_of * (q.heads // (v.heads if space is v else q.heads))
+            asm.add_aux_block(heads[head_of], space.nodes, HEAD)
+        # keys: no neurons of their own; the key weight runs from the query neurons back to the block input
+        pos = torch.full((int(k.nodes.max()) + 1,), -1, dtype=torch.long)
+        pos[k.nodes] = torch.arange(k.size)
+        for block, mask in asm.blocks_into(k.nodes):
+            part = block if bool(mask.all()) else asm.split_block(block, mask)
+            if _is_weight(self.named_shapes[part.param]):
+                part.src, part.dst = q.nodes[pos[part.dst]], part.src
+                part.etype = ATTN_K
+            else:
+                if not bool(mask.all()):
+                    part.src = asm.new_nodes(1, q.layer, EXTRA_ROLE, index_base=part.param).expand_as(part.src)
+                # key_bias="official": the official graph attaches key-bias element j to block-input neuron j
+                # (reference 2.5), what its checkpoints were trained on, but not symmetric under q/k permutations;
+                # "keys": to the key neurons, i.e. the query neurons they are identified with
+                if self.key_bias == "official" and k.made_from is not None and k.made_from.numel() == k.size:
+                    part.dst = k.made_from[pos[part.dst]]
+                else:
+                    part.dst = q.nodes[pos[part.dst]]
+        asm.alias(k.nodes, q.nodes)
+        return v.with_(dim=-1, head_dim=-3)
+
     def _join(self, node, operands):
         values = [v for v in operands if is_feature_value(v)]
         if not values:
             return None
         if any(isinstance(v, Unknown) for v in values):
             return next(v for v in values if isinstance(v, Unknown))
+        scores = [v for v in values if isinstance(v, Scores)]
+        if scores:  # scaling or masking attention scores
+            if len(values) == 1 or all(v is scores[0] for v in values):
+                return scores[0]
+            raise NotUnderstood("combines attention scores with other features")
         values = [v.space if isinstance(v, LazyInput) and v.space is not None else v for v in values]
         spaces = [v for v in values if isinstance(v, Space)]
         lazies = [v for v in values if isinstance(v, LazyInput)]
+        if len(spaces) > 1 and all(s.kind == "embedding" and s.plain for s in spaces) and not lazies:
+            # token + position embeddings: one table indexed by (token, position), so the same neurons
+            first = min(spaces, key=lambda s: s.uid)
+            if any(s.size != first.size for s in spaces):
+                raise NotUnderstood("adds embeddings of different widths")
+            for other in spaces:
+                self.assembly.alias(other.nodes, first.nodes)
+            return first
         if not spaces:
             if all(v is lazies[0] for v in lazies):
                 return lazies[0]
@@ -544,6 +696,10 @@ def _has_feature(value) -> bool:
 def _plain(args, kwargs):
     """Result of an op on non-feature values (shapes, constants): no neurons."""
     return None
+
+
+def _is_weight(named_shape) -> bool:
+    return len(named_shape[1]) >= 2
 
 
 def _ndim(x) -> int | None:

@@ -33,6 +33,10 @@ class Space:
     inner: int | None = 1
     outer: int | None = 1
     layer: int = -1  # parameter index of the weight that made these neurons (node sort key, assembly.py)
+    heads: int | None = None  # attention heads the features are split into (head h: nodes[h*hd:(h+1)*hd])
+    head_dim: int | None = None  # negative index of the head dimension when split
+    kind: str = ""  # "embedding" for the output of an embedding lookup
+    made_from: torch.Tensor | None = None  # input nodes of the layer that made these neurons
     uid: int = field(default_factory=lambda: next(_uid))
 
     @property
@@ -41,8 +45,12 @@ class Space:
 
     @property
     def plain(self) -> bool:
-        """One feature element per node (no flatten folded into the feature dimension)."""
-        return self.inner == 1 and self.outer == 1
+        """One feature element per node (no flatten folded into the feature dimension, no head split)."""
+        return self.inner == 1 and self.outer == 1 and self.heads is None
+
+    def head_nodes(self) -> torch.Tensor:
+        """[heads, size / heads] nodes per head."""
+        return self.nodes.view(self.heads, -1)
 
     def with_(self, **changes) -> "Space":
         """A copy with some fields changed; keeps ``uid`` (it is the same neurons)."""
@@ -87,5 +95,13 @@ class Unknown:
     why: str
 
 
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Attention scores ``q @ k^T`` per head: no neurons of their own, they remember the query and key spaces."""
+
+    q: Space
+    k: Space
+
+
 def is_feature_value(value) -> bool:
-    return isinstance(value, (Space, LazyInput, Unknown))
+    return isinstance(value, (Space, LazyInput, Unknown, Scores))
