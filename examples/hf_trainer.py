@@ -8,9 +8,9 @@ NiNo's step counter and captured states in ``optimizer.pt`` (the ``"nino"`` entr
 ``--resume <checkpoint dir>`` continues the nowcast timeline exactly where it stopped.
 
     pip install -e ".[test]"                      # or: pip install transformers accelerate
-    python examples/hf_trainer.py                 # 600 steps, nowcast every 200, ~3 min on a 2-core CPU
+    python examples/hf_trainer.py                 # 2000 steps, nowcast every 200, ~2 min on a CPU
     python examples/hf_trainer.py --adam          # the same run with plain AdamW, to compare eval losses
-    python examples/hf_trainer.py --steps 900 --resume runs/hf_trainer/checkpoint-600
+    python examples/hf_trainer.py --resume runs/hf_trainer/checkpoint-1000   # continue an interrupted run
 
 Gradient accumulation (``--accum``) is handled by Trainer: NiNoAdam counts optimizer steps, not micro-batches.
 """
@@ -91,27 +91,29 @@ def make_optimizer(model, *, steps: int, lr: float, period: int, context: int = 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600, help="optimizer steps (Trainer's max_steps)")
+    ap.add_argument("--steps", type=int, default=2000, help="optimizer steps (Trainer's max_steps)")
     ap.add_argument("--period", type=int, default=200, help="NiNoAdam: one nowcast every PERIOD steps")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     ap.add_argument("--block", type=int, default=64, help="context length in bytes")
-    ap.add_argument("--save-steps", type=int, default=200)
+    ap.add_argument("--save-steps", type=int, default=500)
     ap.add_argument("--text", type=Path, help="train on this UTF-8 text file instead of the pydoc topics")
     ap.add_argument("--output-dir", type=Path, default=Path("runs/hf_trainer"))
     ap.add_argument("--resume", help="a checkpoint directory of an earlier run (or 'last')")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (a model this small runs fastest on one; more thrash on a busy CPU)")
     ap.add_argument("--adam", action="store_true", help="plain AdamW instead of NiNoAdam")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train_set, eval_set = make_datasets(args.block, args.text.read_text() if args.text else None)
     model = make_model(args.block)
     opt, sched = make_optimizer(model, steps=args.steps, lr=args.lr, period=args.period, adam=args.adam,
                                 warmup=args.steps // 20)
     trainer = make_trainer(model, (opt, sched), train_set, eval_set, args.output_dir, steps=args.steps,
                            batch=args.batch, accum=args.accum, save_steps=args.save_steps,
-                           eval_steps=max(1, args.steps // 6))
+                           eval_steps=max(1, args.steps // 8))
     start = time.time()
     resume = True if args.resume == "last" else args.resume
     trainer.train(resume_from_checkpoint=resume)

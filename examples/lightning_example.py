@@ -90,8 +90,11 @@ def main(argv=None):
     ap.add_argument("--accum", type=int, default=2, help="accumulate_grad_batches")
     ap.add_argument("--output-dir", type=Path, default=Path("runs/lightning"))
     ap.add_argument("--resume", help="a checkpoint (.ckpt) of an earlier run")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (a model this small runs fastest on one; more thrash on a busy CPU)")
     ap.add_argument("--adam", action="store_true", help="plain Adam instead of NiNoAdam")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     L.seed_everything(0)
     train_set, val_set = digits()

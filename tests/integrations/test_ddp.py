@@ -27,12 +27,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def launch(args):
+    """Run ``python *args`` as WORLD ranks with the environment torchrun would give them; their outputs."""
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(WORLD),
-           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(out)], env={**env, "RANK": str(r)},
+           "LOCAL_WORLD_SIZE": str(WORLD), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    procs = [subprocess.Popen([sys.executable, *map(str, args)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
     logs = []
     try:
@@ -44,6 +43,13 @@ def results(tmp_path_factory):
         pytest.fail(f"DDP ranks did not finish within {TIMEOUT_S} s (deadlock?)")
     for r, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"rank {r} failed:\n{log[-4000:]}"
+    return logs
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    launch([WORKER, out])
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
@@ -91,3 +97,11 @@ def test_float64_prediction_is_broadcast_without_rounding(results):
         res = results[rank]["float64"]
         assert res["after"][10].dtype == torch.float64
         assert torch.equal(res["after"][10], res["before"][10] + 1e-9)
+
+
+def test_ddp_example_runs():
+    """examples/ddp_torchrun.py at a tiny size (3 nowcasts): it checks itself that the ranks end identical."""
+    pytest.importorskip("sklearn", reason="the example's data needs scikit-learn")
+    example = Path(__file__).parents[2] / "examples" / "ddp_torchrun.py"
+    logs = launch([example, "--steps", "30", "--period", "10", "--hidden", "16"])
+    assert "ranks identical: True" in logs[0], logs[0][-2000:]

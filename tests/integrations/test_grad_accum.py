@@ -130,3 +130,31 @@ def test_amp_skipped_steps_do_not_count():
             assert torch.equal(flat(model), state)
     assert skipped == 3
     check_timeline(model, opt, rec, before, after)
+
+
+def test_accelerate_example():
+    """examples/accelerate_accum.py at a tiny size: 25 optimizer steps = 100 micro-batches, 2 nowcasts."""
+    pytest.importorskip("accelerate", reason="accelerate not installed (pip install accelerate)")
+    pytest.importorskip("sklearn", reason="the example's data needs scikit-learn")
+    import importlib.util
+    from pathlib import Path
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    path = Path(__file__).parents[2] / "examples" / "accelerate_accum.py"
+    spec = importlib.util.spec_from_file_location("accelerate_accum_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = example.main(["--steps", "25", "--period", "10", "--accum", "4", "--hidden", "16"])
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert result["optimizer_steps"] == 25 and result["micro_batches"] == 100
+    assert not [w for w in caught if "skipped" in str(w.message)]
