@@ -1,0 +1,110 @@
+"""Training examples for NiNo: windows of c past and up to K future states of a recorded trajectory.
+
+A window starts at a random saved state; its states are ``spacing`` optimizer steps apart (200, as at
+inference with ``period=1000, context=5``). Inputs and targets are scaled with the *inputs'* per-tensor
+statistics (reference section 4.2), mapped to the trajectory's neural graph and zero-padded to the model's 9
+feature slots. The mask is 1 on real (parameter, horizon) entries only: not on padded slots, not past the
+trajectory's end, not on auxiliary edges (residual, head, self-loop).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..graph import NeuralGraph, build_neural_graph
+from ..nowcast.scaling import LayerwiseScaler
+from .trajectories import Trajectory, load_trajectory
+from .zoo import build_model
+
+MIN_FUTURE = 10  # the official dataset asserts at least 10 future states per window
+
+
+@dataclass
+class Window:
+    """One example. E edges, N nodes, F = max_feat_size slots, c inputs, K horizons."""
+
+    edge_attr: torch.Tensor  # [E, F * c] scaled inputs, feature-major
+    target: torch.Tensor  # [E, F, K] scaled future states
+    mask: torch.Tensor  # [E, F, K] bool
+    edge_index: torch.Tensor  # [2, E]
+    edge_type: torch.Tensor  # [E]
+    lpe: torch.Tensor  # [N, 8]
+
+
+class WindowSampler:
+    """Samples windows from a set of trajectories (each with its neural graph, built once).
+
+    Args:
+        paths: trajectory directories.
+        context, horizon: c and K.
+        spacing: optimizer steps between consecutive states of a window.
+        max_feat_size: feature slots every window is padded to.
+    """
+
+    def __init__(self, paths: list[Path], *, context: int = 5, horizon: int = 40, spacing: int = 200,
+                 max_feat_size: int = 9):
+        self.context, self.horizon, self.max_feat_size = context, horizon, max_feat_size
+        self.items: list[tuple[Trajectory, NeuralGraph, int]] = []
+        for path in paths:
+            traj = load_trajectory(path)
+            every = traj.meta["spec"]["save_every"]
+            if spacing % every:
+                raise ValueError(f"{path}: states every {every} steps cannot give a spacing of {spacing}")
+            stride = spacing // every
+            if traj.states.shape[0] < (context + MIN_FUTURE - 1) * stride + 1:
+                raise ValueError(f"{path}: {traj.states.shape[0]} states are too few for {context} inputs and "
+                                 f"{MIN_FUTURE} targets {spacing} steps apart")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = build_neural_graph(build_model(traj.meta["spec"]["arch"]))
+            if graph.num_params != traj.states.shape[1]:
+                raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
+            graph.lpe  # computed once, here
+            self.items.append((traj, graph, stride))
+        if not self.items:
+            raise ValueError("no trajectories to sample windows from")
+
+    def sample(self, generator: torch.Generator, flip_lpe: bool = True) -> Window:
+        """A random window: uniform over trajectories, then over start states. LPE signs flipped at random."""
+        traj, graph, stride = self.items[int(torch.randint(len(self.items), (1,), generator=generator))]
+        n = traj.states.shape[0]
+        last_start = n - 1 - (self.context + MIN_FUTURE - 1) * stride
+        start = int(torch.randint(last_start + 1, (1,), generator=generator))
+        idx = torch.arange(start, n, stride)[: self.context + self.horizon]
+        states = traj.states[idx].t().float()  # [P, c + T]
+        inputs, future = states[:, : self.context], states[:, self.context:]
+        scaler = LayerwiseScaler(inputs, graph.params)
+        steps = future.shape[1]
+        target = F.pad(scaler.scale(future), (0, self.horizon - steps))  # [P, K]
+        mask = torch.zeros_like(target)
+        mask[:, :steps] = 1.0
+        lpe = graph.lpe
+        if flip_lpe:
+            lpe = lpe * (torch.randint(2, (1, lpe.shape[1]), generator=generator) * 2 - 1)
+        aux = (graph.edge_type >= 10)[:, None, None]
+        return Window(edge_attr=self._edges(graph, scaler.scale(inputs)).flatten(1),
+                      target=self._edges(graph, target), mask=self._edges(graph, mask).bool() & ~aux,
+                      edge_index=graph.edge_index, edge_type=graph.edge_type, lpe=lpe)
+
+    def _edges(self, graph: NeuralGraph, values: torch.Tensor) -> torch.Tensor:
+        """[P, T] -> [E, max_feat_size, T], zero-padded slots."""
+        edges = graph.to_edges(values).view(graph.num_edges, graph.feat_size, values.shape[1])
+        return F.pad(edges, (0, 0, 0, self.max_feat_size - graph.feat_size))
+
+
+def collate(windows: list[Window]) -> Window:
+    """Batch windows into one disconnected graph."""
+    offsets = torch.tensor([0] + [w.lpe.shape[0] for w in windows[:-1]]).cumsum(0)
+    return Window(edge_attr=torch.cat([w.edge_attr for w in windows]),
+                  target=torch.cat([w.target for w in windows]), mask=torch.cat([w.mask for w in windows]),
+                  edge_index=torch.cat([w.edge_index + o for w, o in zip(windows, offsets)], dim=1),
+                  edge_type=torch.cat([w.edge_type for w in windows]), lpe=torch.cat([w.lpe for w in windows]))
+
+
+def masked_l1(pred: torch.Tensor, batch: Window) -> torch.Tensor:
+    """Mean |pred - target| over the mask's valid entries (all horizons weighted equally)."""
+    return (pred - batch.target).abs()[batch.mask].mean()

@@ -1,0 +1,146 @@
+import json
+
+import pytest
+import torch
+
+from nino_optim import build_neural_graph, load_nowcaster
+from nino_optim.metatrain.trajectories import list_trajectories, load_trajectory, write_trajectory
+from nino_optim.metatrain.train import TrainConfig, metatrain
+from nino_optim.metatrain.windows import MIN_FUTURE, WindowSampler, collate, masked_l1
+from nino_optim.metatrain.zoo import RunSpec, build_model, make_zoo
+
+TINY = {"kind": "convnet", "hid": [4, 4, 4]}
+
+
+def _fake_run(root, seed, n_states=30, save_every=10, arch=TINY):
+    """A trajectory whose states move linearly in time (so windows have known targets)."""
+    spec = RunSpec(arch=arch, optimizer="adam", lr=1e-3, weight_decay=0.0, seed=seed, steps=(n_states - 1) * save_every,
+                   save_every=save_every)
+    torch.manual_seed(seed)
+    init = torch.cat([p.detach().reshape(-1) for p in build_model(arch).parameters()])
+    direction = torch.randn_like(init) * 0.01
+    states = torch.stack([init + t * direction for t in range(n_states)])
+    meta = {"run_id": spec.run_id, "spec": spec.to_dict(), "steps": list(range(0, spec.steps + 1, save_every))}
+    return write_trajectory(root, meta, states)
+
+
+def test_zoo_is_deterministic_and_buildable():
+    zoo = make_zoo(8, steps=100, save_every=10)
+    assert [s.run_id for s in zoo] == [s.run_id for s in make_zoo(8, steps=100, save_every=10)]
+    assert len({s.run_id for s in zoo}) == 8
+    assert {s.arch["kind"] for s in zoo} == {"convnet", "mlp"}
+    for spec in zoo:
+        assert build_model(spec.arch)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_trajectory_roundtrip_and_listing(tmp_path):
+    path = _fake_run(tmp_path, 1)
+    (tmp_path / ".half-written.tmp").mkdir()  # an interrupted write is not listed
+    assert list_trajectories(tmp_path) == [path]
+    traj = load_trajectory(path)
+    assert traj.states.dtype == torch.float16 and traj.states.shape[0] == 30
+
+
+def test_collect_records_states_and_resumes(tmp_path):
+    from nino_optim.bench.data import is_available, load_fashion_mnist
+    from nino_optim.metatrain.collect import collect, run_one
+
+    if not is_available():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    spec = RunSpec(arch=TINY, optimizer="adamw", lr=3e-3, weight_decay=1e-2, seed=3, steps=40, save_every=10,
+                   batch_size=32)
+    path = run_one(spec, load_fashion_mnist().subset(512, 200), tmp_path)
+    traj = load_trajectory(path)
+    model = build_model(TINY)
+    assert traj.states.shape == (5, sum(p.numel() for p in model.parameters()))
+    assert traj.meta["steps"] == [0, 10, 20, 30, 40] and len(traj.meta["metrics"]) == 5
+    assert not torch.equal(traj.states[0], traj.states[-1])
+    torch.manual_seed(3)  # state 0 is the seeded initialisation
+    init = torch.cat([p.detach().reshape(-1) for p in build_model(TINY).parameters()])
+    assert torch.equal(traj.states[0], init.half())
+    assert collect([spec], tmp_path) == []  # already there: nothing is run again
+
+
+def test_windows_scale_with_input_statistics_and_mask(tmp_path):
+    path = _fake_run(tmp_path, 1, n_states=30)
+    sampler = WindowSampler([path], spacing=20, horizon=40)  # stride 2 saved states
+    graph = sampler.items[0][1]
+    traj = load_trajectory(path)
+    w = sampler.sample(torch.Generator().manual_seed(0), flip_lpe=False)
+    E, c = graph.num_edges, 5
+    assert w.edge_attr.shape == (E, 9 * c) and w.target.shape == w.mask.shape == (E, 9, 40)
+    # every parameter scalar sits in exactly one (edge, slot); valid horizons are those inside the trajectory
+    steps = int(w.mask[graph.param_edge[0], graph.param_slot[0]].sum())
+    assert MIN_FUTURE <= steps <= 40
+    assert int(w.mask.sum()) == graph.num_params * steps
+    assert not w.mask[graph.edge_type >= 10].any()
+    # inputs: per tensor, zero mean over all elements and states
+    inputs = w.edge_attr.view(E, 9, c)[graph.param_edge, graph.param_slot]  # [P, c]
+    first = graph.params[0]
+    assert inputs[: first.numel].mean().abs() < 1e-4
+    # linear trajectories: the scaled target continues the scaled inputs' line exactly
+    step_in = inputs[:, -1] - inputs[:, -2]
+    target = w.target[graph.param_edge, graph.param_slot]  # [P, K]
+    assert torch.allclose(target[:, 0], inputs[:, -1] + step_in, atol=2e-2)
+    assert torch.all(target[:, steps:] == 0)
+
+
+def test_collate_offsets_nodes(tmp_path):
+    paths = [_fake_run(tmp_path, s) for s in (1, 2)]
+    sampler = WindowSampler(paths, spacing=10)
+    gen = torch.Generator().manual_seed(0)
+    a, b = sampler.sample(gen), sampler.sample(gen)
+    batch = collate([a, b])
+    n_a = a.lpe.shape[0]
+    assert torch.equal(batch.edge_index[:, a.edge_index.shape[1]:], b.edge_index + n_a)
+    assert batch.lpe.shape[0] == n_a + b.lpe.shape[0]
+
+
+def test_metatrain_resumes_exactly_and_writes_loadable_weights(tmp_path):
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2, 3)]
+    train, val = WindowSampler(paths[:2], spacing=10), WindowSampler(paths[2:], spacing=10)
+    cfg = TrainConfig(iterations=6, batch_size=2, eval_every=3, hid=16, val_windows=2)
+    straight = metatrain(train, val, tmp_path / "straight", cfg, progress=False)
+    # interrupted after the checkpoint at iteration 3, then resumed
+    interrupted = TrainConfig(**{**cfg.__dict__})
+    out = tmp_path / "resumed"
+    import nino_optim.metatrain.train as train_module
+
+    calls = {"n": 0}
+    original = train_module.masked_l1
+
+    def stop_after_three(pred, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(pred, batch)
+
+    train_module.masked_l1 = stop_after_three
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            metatrain(train, val, out, interrupted, progress=False)
+    finally:
+        train_module.masked_l1 = original
+    resumed = metatrain(train, val, out, interrupted, progress=False)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    history = json.loads((out / "history.json").read_text())
+    assert [it for it, _ in history["val"]] == [3, 6]
+    assert (out / "curves.png").exists()
+    loaded = load_nowcaster(out / "weights")
+    graph = build_neural_graph(build_model(TINY))
+    states = load_trajectory(paths[0]).states[:5].t().float()
+    assert torch.equal(loaded.predict(graph, states, 3), resumed.eval().predict(graph, states, 3))
+    with pytest.raises(ValueError, match="another configuration"):
+        metatrain(train, val, out, TrainConfig(iterations=7, batch_size=2, eval_every=3, hid=16, val_windows=2),
+                  progress=False)
+
+
+def test_masked_l1_ignores_masked_entries(tmp_path):
+    sampler = WindowSampler([_fake_run(tmp_path, 1)], spacing=10)
+    batch = collate([sampler.sample(torch.Generator().manual_seed(0))])
+    pred = batch.target.clone()
+    pred[~batch.mask] = 1e6
+    assert masked_l1(pred, batch) == 0
+    pred[batch.mask] += 0.5
+    assert masked_l1(pred, batch).item() == pytest.approx(0.5)
