@@ -135,7 +135,8 @@ class NiNoAdam(Optimizer):
         if distributed:  # rank 0 predicts; a rejected prediction travels as NaN so every rank skips together
             # In the history's dtype (a float64 model's prediction is not rounded to float32), on a device the
             # backend can send (NCCL only sends CUDA tensors, even when the history is kept on the CPU).
-            buf = torch.full((num_params,), float("nan"), dtype=self.history.buffer.dtype,
+            dtype = torch.promote_types(self.history.buffer.dtype, torch.float32)  # never round to a half type
+            buf = torch.full((num_params,), float("nan"), dtype=dtype,
                              device=_comm_device(self.history.buffer.device))
             if pred is not None:
                 buf.copy_(pred)
