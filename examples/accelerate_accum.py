@@ -7,7 +7,7 @@ micro-batches. The same script runs on one process or under ``accelerate launch`
 NiNoAdam predicts on rank 0 and broadcasts, so every rank ends a nowcast with identical parameters.
 
     pip install accelerate scikit-learn
-    python examples/accelerate_accum.py                         # 2000 steps x 4 micro-batches, ~1 min on a CPU
+    python examples/accelerate_accum.py                         # 2000 steps x 4 micro-batches, ~30 s on a CPU
     python examples/accelerate_accum.py --adam                  # plain Adam, to compare
     accelerate launch --cpu --num_processes 2 examples/accelerate_accum.py
 """

@@ -5,7 +5,7 @@ broadcasts the new parameters, so every rank ends it with bitwise-identical para
 and printed); a prediction rank 0 rejects (NaN) is skipped by every rank together.
 
     pip install scikit-learn
-    torchrun --nproc_per_node 2 examples/ddp_torchrun.py                # gloo on CPU, 1500 steps, ~1 min
+    torchrun --nproc_per_node 2 examples/ddp_torchrun.py                # gloo on CPU, 1500 steps, ~20 s
     torchrun --nproc_per_node 2 examples/ddp_torchrun.py --adam         # plain Adam, to compare
     torchrun --nproc_per_node 4 examples/ddp_torchrun.py --backend nccl # one GPU per process
 

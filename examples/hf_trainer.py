@@ -8,7 +8,7 @@ NiNo's step counter and captured states in ``optimizer.pt`` (the ``"nino"`` entr
 ``--resume <checkpoint dir>`` continues the nowcast timeline exactly where it stopped.
 
     pip install -e ".[test]"                      # or: pip install transformers accelerate
-    python examples/hf_trainer.py                 # 2000 steps, nowcast every 200, ~2 min on a CPU
+    python examples/hf_trainer.py                 # 2000 steps, nowcast every 200, ~2-4 min on a 2-core CPU
     python examples/hf_trainer.py --adam          # the same run with plain AdamW, to compare eval losses
     python examples/hf_trainer.py --resume runs/hf_trainer/checkpoint-1000   # continue an interrupted run
 

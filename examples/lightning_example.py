@@ -7,7 +7,7 @@ counts those optimizer steps only (``trainer.global_step == opt.steps_done``). L
 the nowcast timeline.
 
     pip install lightning scikit-learn
-    python examples/lightning_example.py                    # 1500 steps, nowcast every 250, ~2 min on a 2-core CPU
+    python examples/lightning_example.py                    # 1500 steps, nowcast every 250, ~30 s on a CPU
     python examples/lightning_example.py --adam             # plain Adam, to compare
     python examples/lightning_example.py --steps 2000 --resume runs/lightning/last.ckpt
 """
