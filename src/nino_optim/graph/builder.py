@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .chain import build_chain_graph
+from .export_trace import ExportPropagator, default_example_inputs, export_graph
 from .propagate import Propagator
 from .trace import trace_layers
 from .neural_graph import NeuralGraph
@@ -29,7 +30,7 @@ def graph_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int = 9,
-                       key_bias: str = "official") -> NeuralGraph:
+                       key_bias: str = "official", example_inputs=None) -> NeuralGraph:
     """Build the neural graph of ``model`` from its computation.
 
     Args:
@@ -39,6 +40,9 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
         key_bias: where an attention key bias attaches: ``"official"`` (element j to block-input neuron j, as
             the official GPT-2 graphs that the checkpoints were trained on) or ``"keys"`` (to the key neurons,
             which share the query neurons; unlike the official wiring, symmetric under within-head permutations).
+        example_inputs: a tuple of positional inputs, a dict of keyword inputs, or ``(args, kwargs)``, used to
+            trace with ``torch.export`` where symbolic tracing fails (Hugging Face language models get token ids
+            by default).
     Returns:
         the ``NeuralGraph``; every parameter is either placed or named in ``graph.fallback``.
 
@@ -53,7 +57,7 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
     if not named_params:
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to build a graph of")
     graph, notes = build_traced_graph(unwrap_model(model), named_params, lpe=lpe, max_feat_size=max_feat_size,
-                                      key_bias=key_bias)
+                                      key_bias=key_bias, example_inputs=example_inputs)
     problems = notes + [f"{name} left out of the graph: {why}" for name, why in graph.fallback.items()]
     if problems:
         warnings.warn(f"neural graph of {type(unwrap_model(model)).__name__}: " + "; ".join(problems),
@@ -61,17 +65,44 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
     return graph
 
 
+def _split_inputs(example_inputs) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, dict):
+        return (), example_inputs
+    if (isinstance(example_inputs, tuple) and len(example_inputs) == 2 and isinstance(example_inputs[0], tuple)
+            and isinstance(example_inputs[1], dict)):
+        return example_inputs
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    return tuple(example_inputs), {}
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, lpe: bool = True,
-                       max_feat_size: int = 9, key_bias: str = "official") -> tuple[NeuralGraph, list[str]]:
-    """The traced graph and its notes; the chain rule for the whole model where tracing fails."""
+                       max_feat_size: int = 9, key_bias: str = "official",
+                       example_inputs=None) -> tuple[NeuralGraph, list[str]]:
+    """The traced graph and its notes: symbolic tracing, else tracing with example inputs, else the chain rule."""
     named = [(name, tuple(p.shape)) for name, p in named_params]
+    options = dict(max_feat_size=max_feat_size, key_bias=key_bias)
     try:
-        gm = trace_layers(model)
-    except Exception as err:  # noqa: BLE001 - any tracing failure means: use the chain rule
-        graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return graph, [f"torch.fx cannot trace the model ({first}); the chain rule of the official code is used"] + notes
-    prop = Propagator(gm, named_params, max_feat_size=max_feat_size, key_bias=key_bias)
+        prop = Propagator(trace_layers(model), named_params, **options)
+    except Exception as err:  # noqa: BLE001 - any tracing failure: try example inputs, then the chain rule
+        symbolic_error = _first_line(err)
+        inputs = _split_inputs(example_inputs) if example_inputs is not None else default_example_inputs(model)
+        if inputs is None:
+            graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
+            return graph, [f"torch.fx cannot trace the model ({symbolic_error}) and there are no example inputs; "
+                           f"the chain rule of the official code is used"] + notes
+        try:
+            gm, placeholders = export_graph(model, *inputs)
+        except Exception as err2:  # noqa: BLE001
+            graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
+            return graph, [f"torch.fx cannot trace the model ({symbolic_error}), nor torch.export with the example "
+                           f"inputs ({_first_line(err2)}); the chain rule of the official code is used"] + notes
+        prop = ExportPropagator(gm, model, placeholders, named_params, **options)
     prop.run()
     graph = prop.assembly.finish(fallback=prop.fallback, lpe=lpe)
     for info in graph.params:

@@ -101,10 +101,17 @@ class Propagator:
                 value = self._visit(node)
             except NotUnderstood as err:
                 value = self._unknown(node, str(err))
-            self.env[node] = value
+            self.env[node] = self._with_rank(node, value)
         for idx, (name, _) in enumerate(self.named_shapes):
             if idx not in self.assembly.placed and name not in self.fallback:
                 self.fallback[name] = "not used by any layer the traced forward pass understands"
+
+    def _with_rank(self, node: fx.Node, value):
+        """Record the tensor rank where the tracer knows it (example-input traces carry shapes)."""
+        val = node.meta.get("val")
+        if isinstance(value, Space) and isinstance(val, torch.Tensor) and value.ndim != val.dim():
+            return value.with_(ndim=val.dim())
+        return value
 
     def _visit(self, node: fx.Node):
         if node.op == "placeholder":
@@ -282,6 +289,10 @@ class Propagator:
             if len(shape) != 1:
                 return self._module_fallback(name, (w, b), f"normalises over {len(shape)} dimensions")
             dims, size = (-1,), shape[0]
+        return self._norm_on(name, w, b, x, dims, size, group=isinstance(mod, nn.GroupNorm))
+
+    def _norm_on(self, name: str, w: int | None, b: int | None, x, dims: tuple, size: int, group: bool = False):
+        """Norm parameters ``w``, ``b`` (indices) act on the ``size`` neurons of ``x`` (feature dim in ``dims``)."""
         if isinstance(x, LazyInput):
             if x.space is None:
                 layer = w if w is not None else (b if b is not None else -1)
@@ -291,7 +302,7 @@ class Propagator:
             return self._module_fallback(name, (w, b), "its input neurons are not known", silent=True)
         if not isinstance(x, Space) or x.dim not in dims or x.size != size or not x.plain:
             return self._module_fallback(name, (w, b), f"does not match the neurons of its input")
-        if isinstance(mod, nn.GroupNorm) and x.ndim is not None and x.dim != -(x.ndim - 1):
+        if group and x.ndim is not None and x.dim != -(x.ndim - 1):
             return self._module_fallback(name, (w, b), "its channels are not dimension 1")
         self._attach(w, x)
         self._attach(b, x)

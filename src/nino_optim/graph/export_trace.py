@@ -1,0 +1,234 @@
+"""Tracing with example inputs (``torch.export``), for models that symbolic tracing cannot follow.
+
+Hugging Face models branch on their inputs and configuration, which ``torch.fx.symbolic_trace`` cannot record.
+``torch.export`` runs the forward pass on the example inputs (with fake tensors) and records ATen ops with
+their shapes. ``ExportPropagator`` maps those ops onto the same neuron-space handlers as the symbolic path
+(``graph/propagate.py``): parameters arrive as placeholders, ``aten.linear``/``aten.addmm``/``aten.conv*`` are
+layers, ``aten.layer_norm`` a norm, ``aten.scaled_dot_product_attention`` attention, and shapes are known
+everywhere, so reshapes are read from the recorded output shapes.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from types import SimpleNamespace
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .propagate import NotUnderstood, Propagator
+from .spaces import LazyInput, Space, Unknown, is_feature_value
+
+aten = torch.ops.aten
+
+
+class _Outputs(nn.Module):
+    """Wraps a model so that its output is a tuple of tensors (``torch.export`` cannot return HF cache objects)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return (out,)
+        values = out.values() if isinstance(out, dict) else out  # HF ModelOutput is a dict
+        if not isinstance(values, (tuple, list)):
+            values = list(values)
+        return tuple(v for v in values if isinstance(v, torch.Tensor))
+
+
+def default_example_inputs(model: nn.Module) -> tuple[tuple, dict] | None:
+    """Example inputs for models that say what they take: Hugging Face language models (``config.vocab_size``)."""
+    config = getattr(model, "config", None)
+    if config is None or not getattr(config, "vocab_size", None):
+        return None
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 8
+    return (), {"input_ids": torch.zeros(1, min(4, positions), dtype=torch.long)}
+
+
+def export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str | None]]:
+    """The ATen graph of ``model`` on the example inputs, and a map placeholder name -> parameter name (None for
+    the user inputs; buffers and constants are left out)."""
+    try:
+        accepted = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    kwargs = dict(kwargs)
+    if "use_cache" in accepted and "use_cache" not in kwargs:
+        kwargs["use_cache"] = False
+    wrapper = _Outputs(model)
+    program = torch.export.export(wrapper, tuple(args), kwargs, strict=False)
+    signature = program.graph_signature
+    params = {ph: fqn.removeprefix("model.") for ph, fqn in signature.inputs_to_parameters.items()}
+    params.update({name: None for name in signature.user_inputs})
+    return program.graph_module, params
+
+
+class ExportPropagator(Propagator):
+    """``Propagator`` over an ATen graph from ``torch.export``."""
+
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, placeholder_params: dict[str, str],
+                 named_params, **kwargs):
+        super().__init__(gm, named_params, **kwargs)
+        self.model = model
+        self.placeholder_params = placeholder_params
+
+    def _visit(self, node: fx.Node):
+        if node.op == "placeholder":
+            if self.placeholder_params.get(node.name):
+                return self.model.get_parameter(self.placeholder_params[node.name])
+            user_input = node.name in self.placeholder_params and isinstance(node.meta.get("val"), torch.Tensor)
+            return LazyInput(node.name) if user_input else None  # buffers and constants carry no neurons
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            args = fx.node.map_arg(node.args, lambda n: self.env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: self.env[n])
+            return self._aten(node, node.target.overloadpacket, args, kwargs)
+        return super()._visit(node)
+
+    def _layer_name(self, weight) -> str:
+        idx = self.param_index.get(id(weight))
+        return self.named_shapes[idx][0].rsplit(".", 1)[0] if idx is not None else "?"
+
+    def _aten(self, node: fx.Node, op, args, kwargs):
+        out_val = node.meta.get("val")
+        if "val" in node.meta and out_val is None:  # ops without a result (shape assertions)
+            return None
+        if op in (aten.embedding,):
+            w, idx = args[0], args[1]
+            mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
+            return self._embedding(self._layer_name(w), mod, idx)
+        if op in (aten.linear,):
+            w = args[1]
+            b = args[2] if len(args) > 2 else None
+            mod = SimpleNamespace(weight=w, bias=b)
+            return self._linear(self._layer_name(w), mod, args[0], w.shape[1], w.shape[0], transposed=False)
+        if op in (aten.addmm,):  # bias + x @ W with W (in, out): Hugging Face Conv1D
+            b, x, w = args[0], args[1], args[2]
+            if not isinstance(w, nn.Parameter):
+                raise NotUnderstood("matrix product with a weight that is not a parameter")
+            mod = SimpleNamespace(weight=w, bias=b if isinstance(b, nn.Parameter) else None)
+            return self._linear(self._layer_name(w), mod, x, w.shape[0], w.shape[1], transposed=True)
+        if op in (aten.conv1d, aten.conv2d):
+            w = args[1]
+            b = args[2] if len(args) > 2 else None
+            groups = args[6] if len(args) > 6 else 1
+            mod = SimpleNamespace(weight=w, bias=b, in_channels=w.shape[1] * groups, out_channels=w.shape[0],
+                                  groups=groups)
+            return self._conv(self._layer_name(w), mod, args[0])
+        if op in (aten.layer_norm, aten.rms_norm):
+            shape = list(args[1])
+            w = args[2] if len(args) > 2 else None
+            b = args[3] if op is aten.layer_norm and len(args) > 3 else None
+            idx = [self.param_index.get(id(p)) if isinstance(p, nn.Parameter) else None for p in (w, b)]
+            name = self._layer_name(w if w is not None else b)
+            if len(shape) != 1:
+                return self._module_fallback(name, idx, f"normalises over {len(shape)} dimensions")
+            return self._norm_on(name, idx[0], idx[1], args[0], (-1,), shape[0])
+        if op in _BATCH_NORMS:
+            w, b = args[1], args[2]
+            idx = [self.param_index.get(id(p)) if isinstance(p, nn.Parameter) else None for p in (w, b)]
+            size = w.shape[0] if isinstance(w, torch.Tensor) else (b.shape[0] if isinstance(b, torch.Tensor) else -1)
+            out = self._norm_on(self._layer_name(w if w is not None else b), idx[0], idx[1], args[0], (-1, -2, -3),
+                                size, group=True)
+            return out if op in (aten.batch_norm,) else (out, None, None, None, None)
+        if op in (aten.group_norm,):
+            w, b = args[2], args[3]
+            idx = [self.param_index.get(id(p)) if isinstance(p, nn.Parameter) else None for p in (w, b)]
+            size = args[0].size if isinstance(args[0], Space) else -1
+            return self._norm_on(self._layer_name(w), idx[0], idx[1], args[0], (-1, -2, -3, -4), size, group=True)
+        if op in (aten.scaled_dot_product_attention,):
+            return self._attention(args[0], args[1], args[2])
+        if op in (aten.matmul, aten.bmm):
+            return self._matmul(args[0], args[1])
+        if op in (aten.view, aten.reshape, aten._unsafe_view):
+            return self._reshape(node, args[0], out_val)
+        if op in (aten.transpose,):
+            return self._transpose(args[0], args[1], args[2])
+        if op in (aten.permute,):
+            return self._permute(args[0], list(args[1]))
+        if op in (aten.split, aten.split_with_sizes):
+            return self._split(node, args[0], "split", args[1], args[2] if len(args) > 2 else 0)
+        if op in (aten.chunk,):
+            return self._split(node, args[0], "chunk", args[1], args[2] if len(args) > 2 else 0)
+        if op in (aten.cat,):
+            return self._cat(node, args[0], args[1] if len(args) > 1 else 0)
+        if op in (aten.flatten,):
+            return self._flatten(args[0], *(list(args[1:3]) + [0, -1][len(args) - 1:]))
+        if op in (aten.mean, aten.sum, aten.amax, aten.amin):
+            return self._reduce(args[0], args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else False)
+        if op in (aten.add, aten.sub, aten.mul, aten.div, aten.maximum, aten.minimum):
+            return self._join(node, list(args[:2]))
+        if op in _ATEN_KEEP:
+            return self._keep(args[0])
+        if op in (aten.slice,):
+            return self._slice(args[0], *(list(args[1:4]) + [None] * (4 - len(args))))
+        if op in (aten.unsqueeze, aten.squeeze, aten.expand, aten.select):
+            return self._reshape(node, args[0], out_val)
+        if not self._feature_args(args, kwargs):
+            return None
+        raise NotUnderstood(f"op {op.__name__}")
+
+    @staticmethod
+    def _feature_args(args, kwargs) -> bool:
+        flat = [*args, *kwargs.values()]
+        for v in flat:
+            if is_feature_value(v) or (isinstance(v, (list, tuple)) and any(is_feature_value(u) for u in v)):
+                return True
+        return False
+
+    def _reshape(self, node: fx.Node, x, out_val):
+        """A view/reshape/unsqueeze/select read from the recorded shapes of its input and output."""
+        if isinstance(x, LazyInput):
+            return LazyInput(f"{x.name}.view") if x.space is None else self._reshape(node, x.space, out_val)
+        if not isinstance(x, Space):
+            return x if isinstance(x, Unknown) else None
+        in_val = node.args[0].meta.get("val")
+        if not isinstance(out_val, torch.Tensor) or not isinstance(in_val, torch.Tensor):
+            raise NotUnderstood("reshape without recorded shapes")
+        shape_in, shape_out = list(in_val.shape), list(out_val.shape)
+        f = len(shape_in) + x.dim
+        if x.heads is not None:
+            h = len(shape_in) + x.head_dim
+            # keep the trailing layout from the head dimension on: dims before it may be merged or split
+            if shape_in[h:] == shape_out[len(shape_out) - (len(shape_in) - h):]:
+                return x.with_(ndim=len(shape_out))
+            if x.dim == -1 and x.head_dim == -2 and shape_out[-1] == x.size:
+                return x.with_(heads=None, head_dim=None, ndim=len(shape_out))
+            raise NotUnderstood("reshape of attention heads")
+        if not x.plain:
+            raise NotUnderstood("reshape of flattened features")
+        tail = shape_in[f:]
+        if len(shape_out) >= len(tail) and shape_out[len(shape_out) - len(tail):] == tail:
+            return x.with_(ndim=len(shape_out))  # the feature dim and what follows are unchanged
+        if x.dim == -1 and len(shape_out) >= 2 and shape_out[-2] * shape_out[-1] == x.size:
+            return x.with_(heads=shape_out[-2], head_dim=-2, ndim=len(shape_out))
+        if x.dim == -1 and shape_out[-1] % x.size == 0 and len(shape_out) < len(shape_in):
+            return self._flatten(x, len(shape_in) - (len(shape_in) - len(shape_out) + 1), -1)
+        raise NotUnderstood(f"reshape {shape_in} -> {shape_out}")
+
+    def _slice(self, x, dim=0, start=None, end=None):
+        if not isinstance(x, Space):
+            return x if is_feature_value(x) else None
+        d = dim - x.ndim if dim >= 0 else dim
+        if d != x.dim:
+            return x
+        if not x.plain:
+            raise NotUnderstood("slice of flattened features")
+        return x.with_(nodes=x.nodes[slice(start, end)])
+
+
+_BATCH_NORMS = {op for op in (getattr(aten, name, None) for name in (
+    "batch_norm", "_native_batch_norm_legit_functional", "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit", "native_batch_norm")) if op is not None}
+
+_ATEN_KEEP = {
+    aten.relu, aten.gelu, aten.silu, aten.tanh, aten.sigmoid, aten.exp, aten.pow, aten.dropout, aten.contiguous,
+    aten.clone, aten.alias, aten.detach, aten._to_copy, aten.to, aten.softmax, aten._softmax, aten.log_softmax,
+    aten.masked_fill, aten.neg, aten.rsqrt, aten.sqrt, aten.abs, aten.square, aten.clamp, aten.hardtanh,
+    aten.leaky_relu, aten.elu, aten.max_pool2d, aten.avg_pool2d, aten.adaptive_avg_pool2d, aten.max_pool1d,
+    aten.avg_pool1d, aten.adaptive_avg_pool1d, aten.relu_, aten.gelu_, aten.silu_, aten.feature_dropout,
+    aten.native_dropout, aten.type_as, aten.lift_fresh_copy,
+}
