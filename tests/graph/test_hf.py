@@ -45,3 +45,42 @@ def test_hf_gpt2_reproduces_golden_case3(k):
 def test_explicit_example_inputs():
     graph = build(tiny_gpt2(), example_inputs={"input_ids": torch.tensor([[1, 2, 3]])})
     assert (graph.num_nodes, graph.num_edges) == (178, 2130)
+
+
+def hf_order(graph, qk, v, hidden):
+    """Block-0 permutation for HF GPT-2 (Conv1D weights are (in, out))."""
+    d = 8
+    rows = torch.cat([qk, qk + d, v + 2 * d])
+    pre = "transformer.h.0."
+    perms = {pre + "attn.c_attn.weight": [(1, rows)], pre + "attn.c_attn.bias": [(0, rows)],
+             pre + "attn.c_proj.weight": [(0, v)], pre + "mlp.c_fc.weight": [(1, hidden)],
+             pre + "mlp.c_fc.bias": [(0, hidden)], pre + "mlp.c_proj.weight": [(0, hidden)]}
+    idx = torch.arange(graph.num_params)
+    parts = []
+    for p in graph.params:
+        t = idx[p.offset:p.offset + p.numel].view(p.shape)
+        for dim, perm in perms.get(p.name, []):
+            t = t.index_select(dim, perm)
+        parts.append(t.reshape(-1))
+    return torch.cat(parts)
+
+
+def test_hf_gpt2_within_head_symmetry():
+    from nino_optim.nowcast import NiNoConfig, NiNoGNN
+
+    model = tiny_gpt2().eval()
+    graph = build(model, key_bias="keys")
+    order = hf_order(graph, torch.tensor([1, 3, 2, 0, 6, 4, 7, 5]), torch.tensor([2, 0, 3, 1, 5, 7, 4, 6]),
+                     torch.randperm(32, generator=torch.Generator().manual_seed(0)))
+    x = torch.tensor([[1, 2, 3, 4]])
+    flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    permuted = tiny_gpt2().eval()
+    torch.nn.utils.vector_to_parameters(flat[order], permuted.parameters())
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, permuted(x).logits, atol=1e-5)
+    torch.manual_seed(0)
+    gnn = NiNoGNN(NiNoConfig(hid=16))
+    for p in gnn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    states = torch.randn(graph.num_params, 5)
+    assert torch.allclose(gnn.predict(graph, states[order], 3), gnn.predict(graph, states, 3)[order], atol=1e-5)
