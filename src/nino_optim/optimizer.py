@@ -21,6 +21,14 @@ from .history import History
 from .nowcast import load_nowcaster
 from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
 
+try:  # FSDP2 (fully_shard) parameters are DTensors
+    from torch.distributed.tensor import DTensor as _DTensor, distribute_tensor as _distribute_tensor
+except ImportError:  # torch < 2.4
+    try:
+        from torch.distributed._tensor import DTensor as _DTensor, distribute_tensor as _distribute_tensor
+    except ImportError:
+        _DTensor = _distribute_tensor = None
+
 DEFAULT_MAX_STEPS = 10_000  # the paper's training length; k reaches 1 there and stays at 1
 
 
@@ -73,6 +81,7 @@ class NiNoAdam(Optimizer):
 
         self.graph, self._flat_params = _graph_for(model, base_params, lpe)
         self._known = {id(p) for p in self._flat_params}
+        self._sharded = _DTensor is not None and any(isinstance(p, _DTensor) for p in self._flat_params)
         self._check_known(base_params)
         first = self._flat_params[0]
         if history_dtype is None:
@@ -111,8 +120,9 @@ class NiNoAdam(Optimizer):
         """
         call = self._calls + 1
         slot = capture_slot(call, self.interval, self.context)
-        if slot is not None:
-            self.history.capture(self._flat_params, slot)
+        if slot is not None:  # FSDP2 shards are gathered (a collective: every rank captures on the same calls)
+            self.history.capture([_full(p) for p in self._flat_params] if self._sharded else self._flat_params,
+                                 slot)
         if slot == self.context - 1:
             loss = None
             if closure is not None:
@@ -151,7 +161,7 @@ class NiNoAdam(Optimizer):
         writable = {id(p) for g in self.param_groups for p in g["params"] if p.requires_grad}
         for info, p in zip(self.graph.params, self._flat_params):
             if id(p) in writable:
-                p.copy_(pred[info.offset: info.offset + info.numel].view_as(p))
+                _write(p, pred[info.offset: info.offset + info.numel].view(p.shape))
                 if self.reset_base_state:
                     self.state.pop(p, None)
 
@@ -251,6 +261,19 @@ def _make_base(params, base, *, lr, betas, eps, weight_decay, **kwargs) -> Optim
     if isinstance(base, type) and issubclass(base, Optimizer):
         return base(params, lr=lr, **given, **kwargs)
     raise TypeError(f"base must be None, a torch.optim.Optimizer subclass or instance; got {base!r}")
+
+
+def _full(p: torch.Tensor) -> torch.Tensor:
+    """The whole parameter: a DTensor (FSDP2 shard) is gathered, anything else is returned as is."""
+    return p.full_tensor() if _DTensor is not None and isinstance(p, _DTensor) else p
+
+
+def _write(p: torch.Tensor, value: torch.Tensor) -> None:
+    """``p.copy_(value)`` for a whole-parameter ``value`` (the same on every rank); a DTensor keeps its shard."""
+    if _DTensor is not None and isinstance(p, _DTensor):
+        value = _distribute_tensor(value.to(device=p.to_local().device, dtype=p.dtype), p.device_mesh,
+                                   p.placements)
+    p.copy_(value)
 
 
 def _comm_device(device: torch.device) -> torch.device:

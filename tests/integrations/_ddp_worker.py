@@ -53,18 +53,44 @@ SCENARIOS = {
     "nan_rank1": dict(shifts=(0.5, 0.5), nan_calls={1: (1, 2)}, raise_calls={1: (1, 2)}, dtype=torch.float32),
     # a float64 model: the broadcast must not round the prediction to float32
     "float64": dict(shifts=(1e-9, 1e-9), dtype=torch.float64),
+    # FSDP2 (fully_shard): the nowcast gathers the shards, rank 0 predicts, every rank writes back its shard
+    "fsdp2_disagree": dict(shifts=(0.5, -3.0), dtype=torch.float32, fsdp=True),
+    "fsdp2_nan_rank0": dict(shifts=(0.5, 0.5), nan_calls={0: (1,)}, dtype=torch.float32, fsdp=True),
 }
 
 
+def fully_shard_or_none():
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        try:
+            from torch.distributed._composable.fsdp import fully_shard
+        except ImportError:
+            return None
+    return fully_shard
+
+
 def flat(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+    """All parameters, whole (FSDP2 shards gathered)."""
+    full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
+    return torch.cat([p.detach().reshape(-1) for p in full]).clone()
 
 
 def run_scenario(name, rank, world):
     cfg = SCENARIOS[name]
     torch.manual_seed(0)  # same init everywhere (DDP would broadcast rank 0's anyway)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to(cfg["dtype"])
-    ddp = DDP(model)
+    if cfg.get("fsdp"):
+        fully_shard = fully_shard_or_none()
+        if fully_shard is None:
+            return None  # this PyTorch has no FSDP2
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer)
+        ddp = fully_shard(model)  # parameters are now DTensor shards
+        assert all(type(p).__name__ == "DTensor" for p in model.parameters())
+    else:
+        ddp = DDP(model)
     nowcaster = RankDependent(rank, cfg["shifts"], cfg.get("nan_calls", {}).get(rank, ()),
                               cfg.get("raise_calls", {}).get(rank, ()))
     opt = NiNoAdam(model.parameters(), model=ddp, nowcaster=nowcaster, period=PERIOD, context=CONTEXT,

@@ -1,5 +1,6 @@
-"""DDP with 2 processes on gloo: after a nowcast every rank holds bitwise-identical parameters (rank 0 predicts
-and broadcasts), a rejected prediction on rank 0 is skipped by all ranks together, and nothing deadlocks.
+"""DDP and FSDP2 with 2 processes on gloo: after a nowcast every rank holds bitwise-identical parameters (rank 0
+predicts and broadcasts; under FSDP2 the shards are gathered for the capture and each rank writes back its own
+shard), a rejected prediction on rank 0 is skipped by all ranks together, and nothing deadlocks.
 
 The ranks are plain subprocesses (as torchrun starts them) with a wall-clock timeout, so a deadlock fails the
 test instead of hanging it. The scenarios live in ``_ddp_worker.py``.
@@ -97,6 +98,23 @@ def test_float64_prediction_is_broadcast_without_rounding(results):
         res = results[rank]["float64"]
         assert res["after"][10].dtype == torch.float64
         assert torch.equal(res["after"][10], res["before"][10] + 1e-9)
+
+
+def test_fsdp2_ranks_end_identical_and_skip_together(results):
+    if results[0]["fsdp2_disagree"] is None:
+        pytest.skip("this PyTorch has no FSDP2 fully_shard")
+    assert_identical(results, "fsdp2_disagree")
+    assert_identical(results, "fsdp2_nan_rank0")
+    for rank in range(WORLD):
+        res = results[rank]["fsdp2_disagree"]
+        for step in (10, 20):  # rank 0's prediction, on every rank (flat() gathers the shards)
+            assert torch.equal(res["after"][step], results[0]["fsdp2_disagree"]["before"][step] + 0.5)
+        res = results[rank]["fsdp2_nan_rank0"]
+        assert torch.equal(res["after"][10], res["before"][10])
+        assert torch.equal(res["after"][20], res["before"][20] + 0.5)
+        assert len([w for w in res["warnings"] if "skipped" in w]) == 1
+    # FSDP2 and DDP see the same gradients: the same run, up to float reduction order
+    assert torch.allclose(results[0]["fsdp2_disagree"]["final"], results[0]["disagree"]["final"], atol=1e-5)
 
 
 def test_ddp_example_runs():
