@@ -79,6 +79,10 @@ class NiNoAdam(Optimizer):
         self.param_groups, self.state, self.defaults = self.base.param_groups, self.base.state, self.base.defaults
         self._linked = True
 
+        if any(getattr(p, "_fsdp_flattened", False) for p in base_params):  # FSDP1 marks what it flattens
+            raise ValueError("NiNoAdam does not support FSDP1 (FullyShardedDataParallel): its parameters are "
+                             "flattened shards, from which no neural graph can be built. Shard the model with "
+                             "FSDP2 (torch.distributed.fsdp.fully_shard) instead, which NiNoAdam supports.")
         self.graph, self._flat_params = _graph_for(model, base_params, lpe)
         self._known = {id(p) for p in self._flat_params}
         self._sharded = _DTensor is not None and any(isinstance(p, _DTensor) for p in self._flat_params)

@@ -117,11 +117,32 @@ def run_scenario(name, rank, world):
     return out
 
 
+def fsdp1_error():
+    """FSDP1 flattens the parameters into shards: NiNoAdam must refuse them with a clear error (or None)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    out = {}
+    for use_orig_params in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+        wrapped = FSDP(model, use_orig_params=use_orig_params, device_id=torch.device("cpu"))
+        for name, target in (("wrapped", wrapped), ("inner", model)):
+            try:
+                NiNoAdam(wrapped.parameters(), model=target, nowcaster=RankDependent(0, (0.5,)), period=PERIOD,
+                         context=CONTEXT, max_steps=100)
+                out[f"{name}_orig{int(use_orig_params)}"] = None
+            except Exception as err:
+                out[f"{name}_orig{int(use_orig_params)}"] = f"{type(err).__name__}: {err}"
+    dist.barrier()
+    return out
+
+
 def main(out_dir):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         results = {name: run_scenario(name, rank, world) for name in SCENARIOS}
+        results["fsdp1"] = fsdp1_error()
     finally:
         dist.destroy_process_group()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))

@@ -117,6 +117,15 @@ def test_fsdp2_ranks_end_identical_and_skip_together(results):
     assert torch.allclose(results[0]["fsdp2_disagree"]["final"], results[0]["disagree"]["final"], atol=1e-5)
 
 
+def test_fsdp1_is_refused_with_a_clear_error(results):
+    """FSDP1's flat shards cannot be placed in a graph (rank 0 would broadcast its own shard's prediction to
+    every rank): NiNoAdam refuses them, with or without ``use_orig_params``, whatever ``model`` is."""
+    for rank in range(WORLD):
+        for case, message in results[rank]["fsdp1"].items():
+            assert message is not None, f"rank {rank}, {case}: FSDP1 parameters were accepted"
+            assert message.startswith("ValueError") and "FSDP2" in message and "fully_shard" in message, message
+
+
 def test_ddp_example_runs():
     """examples/ddp_torchrun.py at a tiny size (3 nowcasts): it checks itself that the ranks end identical."""
     pytest.importorskip("sklearn", reason="the example's data needs scikit-learn")
