@@ -158,3 +158,38 @@ def test_accelerate_example():
         GradientState._reset_state()
     assert result["optimizer_steps"] == 25 and result["micro_batches"] == 100
     assert not [w for w in caught if "skipped" in str(w.message)]
+
+
+def test_accelerate_save_state_resumes_the_timeline(tmp_path):
+    """``accelerator.save_state`` / ``load_state`` carry NiNo's step and history: the resumed run equals the
+    straight one bitwise, with its nowcast at real step 10."""
+    accelerate = pytest.importorskip("accelerate", reason="accelerate not installed (pip install accelerate)")
+    from accelerate.state import AcceleratorState, GradientState
+
+    def run(start, stop, load=None, save_at=None):
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        model, opt, rec, data = setup()
+        accelerator = accelerate.Accelerator(gradient_accumulation_steps=ACCUM, cpu=True)
+        pmodel, popt = accelerator.prepare(model, opt)
+        if load:
+            accelerator.load_state(load)
+        assert opt.steps_done == start
+        for i in range(start * ACCUM, stop * ACCUM):
+            x, y = data[i]
+            with accelerator.accumulate(pmodel):
+                accelerator.backward(((pmodel(x) - y) ** 2).mean())
+                popt.step()
+                popt.zero_grad()
+            if save_at is not None and (i + 1) == save_at * ACCUM:
+                accelerator.save_state(str(tmp_path / "ckpt"))
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        return flat(model), opt, rec
+
+    straight, opt_a, rec_a = run(0, REAL_STEPS, save_at=6)
+    resumed, opt_b, rec_b = run(6, REAL_STEPS, load=str(tmp_path / "ckpt"))
+    assert opt_b.steps_done == REAL_STEPS
+    assert [c["step"] for c in rec_b.calls] == [PERIOD]
+    assert torch.equal(rec_b.calls[0]["states"], rec_a.calls[0]["states"])
+    assert torch.equal(resumed, straight)
