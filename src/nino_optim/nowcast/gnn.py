@@ -39,6 +39,15 @@ class NiNoConfig:
         return {"architecture": "nino-gnn", **asdict(self)}
 
 
+def official_init_(module: nn.Module) -> None:
+    """The official initialisation: N(0, 0.02) weights and embeddings, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
 class Projection(nn.Module):
     """Linear(d0, d1) [SiLU, Linear(d1, d2) ...] held as ``fc``: the official state-dict layout ``fc.i``."""
 
@@ -142,12 +151,7 @@ class NiNoGNN(nn.Module):
         return self.config.seq_len
 
     def reset_parameters(self) -> None:
-        """The official initialisation: N(0, 0.02) weights and embeddings, zero biases."""
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+        official_init_(self)
 
     def _node_features(self, graph_lpe: torch.Tensor, pos_w: torch.Tensor | None, num_nodes: int) -> torch.Tensor:
         """Initial node features [N, D]: LPE projection (+ token-id embedding); never parameter values."""

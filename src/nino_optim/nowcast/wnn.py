@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph.neural_graph import NeuralGraph
-from .gnn import Projection
+from .gnn import Projection, official_init_
 from .scaling import LayerwiseScaler
 
 
@@ -51,11 +51,7 @@ class WNN(nn.Module):
             layers += [nn.Linear(hid, config.seq_len if i == config.mlp_layers - 1 else hid), nn.SiLU()]
         self.edge_mlp = Projection()
         self.edge_mlp.fc = nn.Sequential(*layers[:-1])
-        for m in self.modules():  # official initialisation
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+        official_init_(self)
 
     @property
     def max_horizon(self) -> int:
