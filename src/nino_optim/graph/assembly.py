@@ -59,10 +59,17 @@ class GraphAssembly:
     def blocks_into(self, nodes: torch.Tensor, params_only: bool = True):
         """(block, mask) for every edge block with edges into ``nodes``; blocks may be edited in place."""
         out = []
+        if nodes.numel() == 0:
+            return out
+        lo, hi = int(nodes.min()), int(nodes.max())
+        member = torch.zeros(self.num_nodes, dtype=torch.bool)
+        member[nodes] = True
         for b in self._blocks:
-            if params_only and b.param < 0:
+            if (params_only and b.param < 0) or b.dst.numel() == 0:
                 continue
-            mask = torch.isin(b.dst, nodes)
+            if int(b.dst.max()) < lo or int(b.dst.min()) > hi:
+                continue
+            mask = member[b.dst]
             if mask.any():
                 out.append((b, mask))
         return out
@@ -145,9 +152,14 @@ class GraphAssembly:
                 edge = (total + torch.arange(m))[:, None].expand_as(b.elem)
                 slot = torch.arange(b.elem.shape[1])[None, :].expand_as(b.elem)
                 valid = b.elem >= 0
-                flat = starts[b.param] + b.elem[valid]
-                param_edge[flat] = edge[valid]
-                param_slot[flat] = slot[valid]
+                if bool(valid.all()):
+                    flat = starts[b.param] + b.elem.reshape(-1)
+                    param_edge[flat] = edge.reshape(-1)
+                    param_slot[flat] = slot.reshape(-1)
+                else:
+                    flat = starts[b.param] + b.elem[valid]
+                    param_edge[flat] = edge[valid]
+                    param_slot[flat] = slot[valid]
             total += m
         loops = torch.arange(n)
         src_parts.append(loops)
