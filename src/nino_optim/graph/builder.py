@@ -84,26 +84,43 @@ def _first_line(err: Exception) -> str:
 def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, lpe: bool = True,
                        max_feat_size: int = 9, key_bias: str = "official",
                        example_inputs=None) -> tuple[NeuralGraph, list[str]]:
-    """The traced graph and its notes: symbolic tracing, else tracing with example inputs, else the chain rule."""
+    """The traced graph and its notes.
+
+    Symbolic tracing first; where it fails, or leaves something not understood, tracing with example inputs
+    (which records concrete shapes) when there are any, keeping the result with fewer problems; the chain rule
+    where neither traces.
+    """
     named = [(name, tuple(p.shape)) for name, p in named_params]
     options = dict(max_feat_size=max_feat_size, key_bias=key_bias)
+    symbolic, symbolic_error = None, None
     try:
-        prop = Propagator(trace_layers(model), named_params, **options)
+        symbolic = Propagator(trace_layers(model), named_params, **options)
+        symbolic.run()
+        if not symbolic.notes and not symbolic.fallback:
+            return _finish(symbolic, lpe)
     except Exception as err:  # noqa: BLE001 - any tracing failure: try example inputs, then the chain rule
         symbolic_error = _first_line(err)
-        inputs = _split_inputs(example_inputs) if example_inputs is not None else default_example_inputs(model)
-        if inputs is None:
-            graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
-            return graph, [f"torch.fx cannot trace the model ({symbolic_error}) and there are no example inputs; "
-                           f"the chain rule of the official code is used"] + notes
+    inputs = _split_inputs(example_inputs) if example_inputs is not None else default_example_inputs(model)
+    exported, export_error = None, None
+    if inputs is not None:
         try:
             gm, placeholders = export_graph(model, *inputs)
-        except Exception as err2:  # noqa: BLE001
-            graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
-            return graph, [f"torch.fx cannot trace the model ({symbolic_error}), nor torch.export with the example "
-                           f"inputs ({_first_line(err2)}); the chain rule of the official code is used"] + notes
-        prop = ExportPropagator(gm, model, placeholders, named_params, **options)
-    prop.run()
+            exported = ExportPropagator(gm, model, placeholders, named_params, **options)
+            exported.run()
+        except Exception as err:  # noqa: BLE001
+            exported, export_error = None, _first_line(err)
+    candidates = [p for p in (symbolic, exported) if p is not None]
+    if candidates:
+        best = min(candidates, key=lambda p: (len(p.fallback), len(p.notes)))  # symbolic first on ties
+        return _finish(best, lpe)
+    graph, notes = build_chain_graph(named, lpe=lpe, max_feat_size=max_feat_size)
+    why = (f"nor torch.export with the example inputs ({export_error})" if export_error
+           else "and there are no example inputs")
+    return graph, [f"torch.fx cannot trace the model ({symbolic_error}) {why}; "
+                   f"the chain rule of the official code is used"] + notes
+
+
+def _finish(prop: Propagator, lpe: bool) -> tuple[NeuralGraph, list[str]]:
     graph = prop.assembly.finish(fallback=prop.fallback, lpe=lpe)
     for info in graph.params:
         if not info.placed and info.name not in graph.fallback:

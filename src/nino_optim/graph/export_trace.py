@@ -213,11 +213,14 @@ class ExportPropagator(Propagator):
         if not isinstance(x, Space):
             return x if is_feature_value(x) else None
         d = dim - x.ndim if dim >= 0 else dim
+        if x.heads is not None and d == x.head_dim:
+            raise NotUnderstood("slice of attention heads")
         if d != x.dim:
             return x
-        if not x.plain:
+        if not (x.inner == 1 and x.outer == 1):
             raise NotUnderstood("slice of flattened features")
-        return x.with_(nodes=x.nodes[slice(start, end)])
+        nodes = x.head_nodes()[:, start:end] if x.heads is not None else x.nodes[start:end]
+        return x.with_(nodes=nodes.reshape(-1))
 
 
 _BATCH_NORMS = {op for op in (getattr(aten, name, None) for name in (

@@ -358,7 +358,7 @@ class Propagator:
         if fn in (torch.mean, torch.sum, torch.amax, torch.amin):
             return self._reduce(args[0], *_args(args[1:], kwargs, ("dim", None), ("keepdim", False)))
         if fn is operator.getitem:
-            return self._getitem(args[0], args[1])
+            return self._getitem(args[0], args[1], node.args[1])
         if fn in (operator.matmul, torch.matmul, torch.bmm):
             return self._matmul(args[0], args[1])
         if fn is F.scaled_dot_product_attention:
@@ -557,6 +557,11 @@ class Propagator:
             lazy.space = Space(self.assembly.new_nodes(ref.size, ref.layer, INPUT_ROLE), dim=ref.dim,
                                ndim=ref.ndim, layer=ref.layer, uid=-1)
             spaces.append(lazy.space)
+        first = min(spaces, key=lambda s: s.uid)
+        if all(s.size == first.size and s.heads == first.heads and s.dim == first.dim
+               and torch.equal(s.nodes.sort().values, first.nodes.sort().values) for s in spaces):
+            # the same neurons in another order within heads (rotary embeddings: x * cos + rotate_half(x) * sin)
+            return first
         result = max(spaces, key=lambda s: s.uid)
         for other in spaces:
             if other.same_neurons(result):
@@ -610,9 +615,14 @@ class Propagator:
                 return None
             raise NotUnderstood("concatenates a tensor whose neurons are not known")
         if all(self._feature_dim(v, dim) for v in values):
+            ref = max(values, key=lambda v: v.uid)
+            if ref.heads is not None and all(v.heads == ref.heads and v.head_dim == ref.head_dim and v.inner == 1
+                                             and v.outer == 1 for v in values):  # per head, e.g. rotate_half
+                nodes = torch.cat([v.head_nodes() for v in values], dim=1).reshape(-1)
+                return Space(nodes, dim=ref.dim, ndim=ref.ndim, layer=ref.layer, heads=ref.heads,
+                             head_dim=ref.head_dim)
             if not all(v.plain for v in values):
                 raise NotUnderstood("concatenates flattened features")
-            ref = max(values, key=lambda v: v.uid)
             return Space(torch.cat([v.nodes for v in values]), dim=ref.dim, ndim=ref.ndim, layer=ref.layer)
         if all(v.same_neurons(values[0]) for v in values):
             return values[0]
@@ -658,24 +668,54 @@ class Propagator:
         after = sum(1 for d in neg if d > x.dim)
         return x.with_(dim=x.dim + after, ndim=None if x.ndim is None else x.ndim - len(neg))
 
-    def _getitem(self, x, index):
+    def _getitem(self, x, index, raw=None):
+        """Indexing: ``raw`` is the index as traced (bounds that are traced values are not known)."""
         if isinstance(x, (tuple, list)):
             return x[index]
         if isinstance(x, LazyInput):
-            return LazyInput(f"{x.name}[]") if x.space is None else self._getitem(x.space, index)
+            return LazyInput(f"{x.name}[]") if x.space is None else self._getitem(x.space, index, raw)
         if not isinstance(x, Space):
-            return x if isinstance(x, Unknown) else None
+            return x if isinstance(x, (Unknown, Scores)) else None
         items = index if isinstance(index, tuple) else (index,)
-        if any(i is Ellipsis or i is None or not isinstance(i, (int, slice)) for i in items):
-            raise NotUnderstood("indexing with an ellipsis, None or a tensor")
-        if x.ndim is None:
-            raise NotUnderstood("indexing a tensor of unknown rank")
-        f = x.ndim + x.dim
-        if len(items) > f and items[f] != slice(None):
-            raise NotUnderstood("indexes the feature dimension")
-        dropped_after = sum(1 for k, i in enumerate(items) if isinstance(i, int) and k > f)
-        dropped = sum(1 for i in items if isinstance(i, int))
-        return x.with_(dim=x.dim + dropped_after, ndim=x.ndim - dropped)
+        raws = raw if isinstance(raw, tuple) else (raw,) if raw is not None else items
+        if any(i is not Ellipsis and not isinstance(i, (int, slice)) for i in items) or items.count(Ellipsis) > 1:
+            raise NotUnderstood("indexing with None, a tensor or a traced value")
+        if Ellipsis in items:
+            k = items.index(Ellipsis)
+            if k and x.ndim is None:
+                raise NotUnderstood("indexing a tensor of unknown rank")
+            after = len(items) - k - 1
+            dims = [j - x.ndim for j in range(k)] + [None] + [j - after for j in range(after)]
+        else:
+            if x.ndim is None:
+                raise NotUnderstood("indexing a tensor of unknown rank")
+            dims = [j - x.ndim for j in range(len(items))]
+        dropped = [d for item, d in zip(items, dims) if isinstance(item, int)]
+        nodes = None
+        for item, rawitem, d in zip(items, raws, dims):
+            if d is None or item == slice(None) and not _traced_slice(rawitem):
+                continue
+            if d == x.head_dim and x.heads is not None:
+                raise NotUnderstood("indexes attention heads")
+            if d != x.dim:
+                continue
+            if not isinstance(item, slice) or _traced_slice(rawitem) or item.step not in (None, 1):
+                raise NotUnderstood("indexes the feature dimension with a traced or non-slice index")
+            if not (x.inner == 1 and x.outer == 1):
+                raise NotUnderstood("slices flattened features")
+            nodes = (x.head_nodes()[:, item] if x.heads is not None else x.nodes[item]).reshape(-1)
+        changes = {"dim": x.dim + sum(1 for d in dropped if d > x.dim),
+                   "ndim": None if x.ndim is None else x.ndim - len(dropped)}
+        if x.head_dim is not None:
+            changes["head_dim"] = x.head_dim + sum(1 for d in dropped if d > x.head_dim)
+        if nodes is not None:
+            changes["nodes"] = nodes
+        return x.with_(**changes)
+
+
+def _traced_slice(item) -> bool:
+    """A slice whose bounds are traced values (their numbers are not known symbolically)."""
+    return isinstance(item, slice) and any(isinstance(v, fx.Node) for v in (item.start, item.stop, item.step))
 
 
 def _args(args, kwargs, *spec):
