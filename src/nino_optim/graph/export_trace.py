@@ -100,6 +100,9 @@ class ExportPropagator(Propagator):
             w, idx = args[0], args[1]
             mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
             return self._embedding(self._layer_name(w), mod, idx)
+        if op in (aten.linear, aten.conv1d, aten.conv2d, aten.embedding) and not isinstance(
+                args[1] if op is not aten.embedding else args[0], nn.Parameter):
+            raise NotUnderstood(f"{op.__name__} with a weight that is not a parameter")
         if op in (aten.linear,):
             w = args[1]
             b = args[2] if len(args) > 2 else None
