@@ -216,3 +216,50 @@ def test_across_head_permutation_changes_function_and_graph(variant):
     graph_lpe = build_neural_graph(GPT(**VARIANTS[variant]), lpe=True, key_bias="keys")
     pred = gnn.predict(graph_lpe, states, 3)
     assert not torch.allclose(gnn.predict(graph_lpe, states[order], 3), pred[order], atol=1e-4)
+
+
+class MHA(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Linear(3, 8)
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.head(h + self.attn(h, h, h, need_weights=False)[0])
+
+
+def test_multihead_attention_module():
+    torch.manual_seed(1)
+    model = MHA().eval()
+    graph = build(model, key_bias="keys")
+    hist = {t: n for t, n in enumerate(torch.bincount(graph.edge_type).tolist()) if n}
+    assert hist[7] == hist[8] == hist[9] == 64 and hist[11] == 16 and hist[10] == 8
+    assert graph.fallback == {} and bool(graph.placed_mask.all())
+    x = torch.randn(2, 4, 3)
+
+    def order_for(qk, v):
+        rows = torch.cat([qk, qk + 8, v + 16])
+        perms = {"attn.in_proj_weight": [(0, rows)], "attn.in_proj_bias": [(0, rows)],
+                 "attn.out_proj.weight": [(1, v)]}
+        parts = []
+        for p in graph.params:
+            t = views(graph)[p.name]
+            for dim, perm in perms.get(p.name, []):
+                t = t.index_select(dim, perm)
+            parts.append(t.reshape(-1))
+        return torch.cat(parts)
+
+    def same_function(order):
+        flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        other = MHA().eval()
+        torch.nn.utils.vector_to_parameters(flat[order], other.parameters())
+        with torch.no_grad():
+            return torch.allclose(model(x), other(x), atol=1e-5)
+
+    for qk, v in (WITHIN, (HEAD_SWAP, HEAD_SWAP)):
+        order = order_for(qk, v)
+        assert same_function(order) and is_automorphism(graph, order)
+    order = order_for(ACROSS, ACROSS)
+    assert not same_function(order) and not is_automorphism(graph, order)

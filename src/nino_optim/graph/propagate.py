@@ -160,6 +160,8 @@ class Propagator:
             return self._embedding(name, mod, x)
         if isinstance(mod, _NORMS):
             return self._norm(name, mod, x)
+        if isinstance(mod, nn.MultiheadAttention):
+            return self._multihead_attention(name, mod, args, kwargs)
         if isinstance(mod, nn.Flatten):
             return self._flatten(x, mod.start_dim, mod.end_dim)
         if isinstance(mod, _KEEP_MODULES):
@@ -307,6 +309,27 @@ class Propagator:
         self._attach(w, x)
         self._attach(b, x)
         return x
+
+    def _multihead_attention(self, name: str, mod: nn.MultiheadAttention, args, kwargs):
+        """``nn.MultiheadAttention`` as self-attention: fused q/k/v projection, heads, output projection."""
+        q_in, k_in, v_in = _args(args, kwargs, ("query", None), ("key", None), ("value", None))
+        if not (q_in is k_in is v_in) or not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
+            return self._chain_fallback(name, mod)  # cross-attention or separate projections: not modelled
+        d, heads = mod.embed_dim, mod.num_heads
+        w, b = self._param(mod, "in_proj_weight"), self._param(mod, "in_proj_bias")
+        layer = self._weight_layer(name, w, b)
+        in_nodes = self._input_nodes(q_in, d, -1, layer, name)
+        qkv = Space(self.assembly.new_nodes(3 * d, layer, OUTPUT_ROLE), dim=-1, ndim=_ndim(q_in), layer=layer,
+                    made_from=in_nodes)
+        if w is not None and w not in self.assembly.placed:
+            self._dense(w, in_nodes, qkv.nodes, edge_type_of(self.named_shapes[w][0], (3 * d, d)),
+                        torch.arange(3 * d * d).view(3 * d, d).t()[..., None])
+        self._attach(b, qkv)
+        q, k, v = (qkv.with_(nodes=qkv.nodes[i * d:(i + 1) * d], heads=heads, head_dim=-3, dim=-1, ndim=4)
+                   for i in range(3))
+        values = self._attention(q, k, v).with_(heads=None, head_dim=None, dim=-1, ndim=_ndim(q_in))
+        out = self._linear(f"{name}.out_proj", mod.out_proj, values, d, d, transposed=False)
+        return (out, None)  # (attention output, attention weights)
 
     def _module_fallback(self, name: str, params, why: str, silent: bool = False) -> Unknown:
         for idx in params:
