@@ -263,3 +263,48 @@ def test_multihead_attention_module():
         assert same_function(order) and is_automorphism(graph, order)
     order = order_for(ACROSS, ACROSS)
     assert not same_function(order) and not is_automorphism(graph, order)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer(norm_first):
+    torch.manual_seed(1)
+
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.TransformerEncoderLayer(
+            8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first), torch.nn.Linear(8, 3)).eval()
+
+    model = make()
+    graph = build(model, key_bias="keys")
+    assert graph.fallback == {} and bool(graph.placed_mask.all())
+    x = torch.randn(2, 5, 4)
+    hidden = torch.randperm(16)
+
+    def order_for(qk, v):
+        rows = torch.cat([qk, qk + 8, v + 16])
+        perms = {"1.self_attn.in_proj_weight": [(0, rows)], "1.self_attn.in_proj_bias": [(0, rows)],
+                 "1.self_attn.out_proj.weight": [(1, v)], "1.linear1.weight": [(0, hidden)],
+                 "1.linear1.bias": [(0, hidden)], "1.linear2.weight": [(1, hidden)]}
+        parts = []
+        for p in graph.params:
+            t = views(graph)[p.name]
+            for dim, perm in perms.get(p.name, []):
+                t = t.index_select(dim, perm)
+            parts.append(t.reshape(-1))
+        return torch.cat(parts)
+
+    def same_function(order):
+        flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        other = make()
+        torch.nn.utils.vector_to_parameters(flat[order], other.parameters())
+        with torch.no_grad():
+            return torch.allclose(model(x), other(x), atol=1e-5)
+
+    gnn = random_gnn()
+    states = torch.randn(graph.num_params, 5)
+    pred = gnn.predict(graph, states, 3)
+    for qk, v in (WITHIN, (HEAD_SWAP, HEAD_SWAP)):
+        order = order_for(qk, v)
+        assert same_function(order) and is_automorphism(graph, order)
+        assert torch.allclose(gnn.predict(graph, states[order], 3), pred[order], atol=1e-5)
+    order = order_for(ACROSS, ACROSS)
+    assert not same_function(order) and not is_automorphism(graph, order)

@@ -162,6 +162,12 @@ class Propagator:
             return self._norm(name, mod, x)
         if isinstance(mod, nn.MultiheadAttention):
             return self._multihead_attention(name, mod, args, kwargs)
+        if isinstance(mod, nn.TransformerEncoderLayer):
+            return self._encoder_layer(name, mod, x)
+        if isinstance(mod, nn.TransformerEncoder):
+            for i, layer in enumerate(mod.layers):
+                x = self._encoder_layer(f"{name}.layers.{i}", layer, x)
+            return x if mod.norm is None else self._norm(f"{name}.norm", mod.norm, x)
         if isinstance(mod, nn.Flatten):
             return self._flatten(x, mod.start_dim, mod.end_dim)
         if isinstance(mod, _KEEP_MODULES):
@@ -330,6 +336,27 @@ class Propagator:
         values = self._attention(q, k, v).with_(heads=None, head_dim=None, dim=-1, ndim=_ndim(q_in))
         out = self._linear(f"{name}.out_proj", mod.out_proj, values, d, d, transposed=False)
         return (out, None)  # (attention output, attention weights)
+
+    def _encoder_layer(self, name: str, mod: nn.TransformerEncoderLayer, x):
+        """``nn.TransformerEncoderLayer`` (post- or pre-norm) from its parts, as its forward computes it."""
+        if isinstance(x, Unknown):
+            return x
+
+        def attention(h):
+            out = self._multihead_attention(f"{name}.self_attn", mod.self_attn, (h, h, h), {})
+            return out[0] if isinstance(out, tuple) else out
+
+        def feed_forward(h):
+            h = self._linear(f"{name}.linear1", mod.linear1, h, mod.linear1.in_features, mod.linear1.out_features,
+                             transposed=False)
+            return self._linear(f"{name}.linear2", mod.linear2, h, mod.linear2.in_features,
+                                mod.linear2.out_features, transposed=False)
+
+        if mod.norm_first:
+            x = self._join(None, [x, attention(self._norm(f"{name}.norm1", mod.norm1, x))])
+            return self._join(None, [x, feed_forward(self._norm(f"{name}.norm2", mod.norm2, x))])
+        x = self._norm(f"{name}.norm1", mod.norm1, self._join(None, [x, attention(x)]))
+        return self._norm(f"{name}.norm2", mod.norm2, self._join(None, [x, feed_forward(x)]))
 
     def _module_fallback(self, name: str, params, why: str, silent: bool = False) -> Unknown:
         for idx in params:
