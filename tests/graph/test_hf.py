@@ -84,3 +84,23 @@ def test_hf_gpt2_within_head_symmetry():
         torch.nn.init.normal_(p, std=0.3)
     states = torch.randn(graph.num_params, 5)
     assert torch.allclose(gnn.predict(graph, states[order], 3), gnn.predict(graph, states, 3)[order], atol=1e-5)
+
+
+def test_nino_adam_on_hf_gpt2():
+    from nino_optim import NiNoAdam
+
+    model = tiny_gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        opt = NiNoAdam(model.parameters(), model=model, lr=1e-3, period=10, context=5, max_steps=30,
+                       nowcaster=official_checkpoint("nino_no_posw.pt"))
+    assert (opt.graph.num_nodes, opt.graph.num_edges) == (178, 2130)
+    x = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for _ in range(12):  # across the nowcast at step 10
+        opt.zero_grad()
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
