@@ -365,3 +365,13 @@ def test_dimension_mismatch_is_reported_not_silent():
     with pytest.warns(UserWarning, match="expects 7 inputs"):
         graph = build_neural_graph(model, lpe=False)
     assert bool(graph.placed_mask.all())
+
+
+def test_draw_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    graph = build(ResNet())
+    text = graph.draw(tmp_path / "resnet.png")
+    assert (tmp_path / "resnet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{graph.num_nodes} nodes" in text and "parameters placed" in text
+    graph.draw(tmp_path / "binned.png", max_pixels=10)  # binned
+    assert (tmp_path / "binned.png").exists()

@@ -137,6 +137,40 @@ class NeuralGraph:
         placed = self.placed_mask
         return (self.param_edge[placed].to(device), self.param_slot[placed].to(device), placed.to(device))
 
+    def draw(self, path, max_pixels: int = 1500) -> str:
+        """Save a PNG of the adjacency matrix coloured by edge type (source rows, target columns).
+
+        Graphs with more than ``max_pixels`` nodes are binned (a pixel shows the highest edge type in its bin).
+        Needs matplotlib. Returns ``summary()``.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+
+        n = self.num_nodes
+        size = min(n, max_pixels)
+        scale = size / max(n, 1)
+        img = torch.zeros(size, size, dtype=torch.long)
+        src = (self.edge_index[0].double() * scale).long().clamp_max(size - 1)
+        dst = (self.edge_index[1].double() * scale).long().clamp_max(size - 1)
+        flat = img.view(-1)
+        flat.scatter_reduce_(0, src * size + dst, self.edge_type.long(), reduce="amax")
+        colours = ["white"] + [plt.get_cmap("tab20")(i) for i in range(14)]
+        fig, ax = plt.subplots(figsize=(7, 6))
+        shown = ax.imshow(img.numpy(), cmap=ListedColormap(colours), vmin=-0.5, vmax=14.5, interpolation="nearest")
+        present = sorted(set(self.edge_type.tolist()))
+        bar = fig.colorbar(shown, ax=ax, ticks=present)
+        bar.set_label("edge type")
+        ax.set_xlabel("target node" + (f" (binned x{1 / scale:.1f})" if scale < 1 else ""))
+        ax.set_ylabel("source node")
+        ax.set_title(f"{n} nodes, {self.num_edges} edges")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return self.summary()
+
     def summary(self) -> str:
         """A short text description: nodes, edges, edge-type histogram, placed vs fallback parameters."""
         hist = torch.bincount(self.edge_type).tolist()
