@@ -7,7 +7,7 @@
   tracing fails or leaves ops not understood (Hugging Face models get token ids by default);
 * ``spaces.py``: neuron spaces, the nodes a tensor's feature dimension lives on;
 * ``propagate.py``: propagation of spaces through the traced graph (layers, norms, residual joins,
-  concatenation, attention with head nodes), with per-op / per-module fallback;
+  concatenation), with per-op / per-module fallback; ``attention.py``: attention with head nodes;
 * ``assembly.py``: nodes and edge blocks put into the official layout (exact for plain chains);
 * ``chain.py``: the official chain rule, used where a model cannot be traced at all;
 * ``neural_graph.py``: the ``NeuralGraph`` and its exact parameter <-> edge maps; ``lpe.py``: deterministic LPE.

@@ -10,7 +10,6 @@ everywhere, so reshapes are read from the recorded output shapes.
 from __future__ import annotations
 
 import inspect
-import operator
 from types import SimpleNamespace
 
 import torch

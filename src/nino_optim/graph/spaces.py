@@ -103,5 +103,9 @@ class Scores:
     k: Space
 
 
+class NotUnderstood(Exception):
+    """An op the propagation cannot map to neurons."""
+
+
 def is_feature_value(value) -> bool:
     return isinstance(value, (Space, LazyInput, Unknown, Scores))
