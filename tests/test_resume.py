@@ -162,3 +162,22 @@ def test_state_dict_hooks_are_called():
     _steps(model, opt, 0, 3)
     opt.load_state_dict(opt.state_dict())
     assert seen == ["save-pre", "save-post", "load-pre", "load-post"]
+
+
+def test_checkpoint_carries_the_positional_encoding(tmp_path):
+    """A resumed run must see the LPE the first run used: eigenvectors of repeated eigenvalues are not unique."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = NiNoAdam(model.parameters(), model=model, period=10, max_steps=100)
+    assert opt.state_dict()["nino"]["lpe"] is None  # nothing computed yet, nothing saved
+    used = opt.graph.lpe
+    state = opt.state_dict()
+    assert torch.equal(state["nino"]["lpe"], used)
+    fresh = NiNoAdam(model.parameters(), model=model, period=10, max_steps=100)
+    noisy = used + 1e-3  # stands in for an encoding computed differently in another process
+    fresh.graph.lpe = noisy
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.graph.lpe, used)
+    state["nino"]["lpe"] = torch.zeros(3, 8)
+    with pytest.raises(ValueError, match="LPE"):
+        fresh.load_state_dict(state)

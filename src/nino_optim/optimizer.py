@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 
 from .graph import NeuralGraph, build_neural_graph, graph_parameters
 from .graph.chain import build_chain_graph
+from .graph.neural_graph import LPE_DIM
 from .history import History
 from .nowcast import load_nowcaster
 from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
@@ -202,7 +203,9 @@ class NiNoAdam(Optimizer):
         state = self.base.state_dict()
         filled = filled_slots(self._calls, self.interval, self.context)
         state["nino"] = {"version": 1, "steps_done": self._calls, "period": self.period, "context": self.context,
-                         "num_params": self.graph.num_params, "history": self.history.export(filled)}
+                         "num_params": self.graph.num_params, "history": self.history.export(filled),
+                         # Eigenvectors of degenerate eigenvalues depend on floating-point noise: keep the ones used.
+                         "lpe": self.graph.lpe if self.graph.has_lpe else None}
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, state)
             state = state if result is None else result
@@ -224,6 +227,10 @@ class NiNoAdam(Optimizer):
                                  f"{self.graph.num_params}: was it saved for another model?")
             if nino["history"].shape[0] != filled_slots(nino["steps_done"], self.interval, self.context):
                 raise ValueError("checkpoint history does not match its step counter: the file is damaged")
+            lpe = nino.get("lpe")
+            if lpe is not None and tuple(lpe.shape) != (self.graph.num_nodes, LPE_DIM):
+                raise ValueError(f"checkpoint LPE has shape {tuple(lpe.shape)}; this model's graph has "
+                                 f"{self.graph.num_nodes} nodes: was it saved for another model?")
         self.base.load_state_dict(state_dict)
         self.param_groups, self.state = self.base.param_groups, self.base.state  # the base made new containers
         if nino is None:
@@ -233,6 +240,8 @@ class NiNoAdam(Optimizer):
         else:
             self.history.restore(nino["history"])
             self._calls = int(nino["steps_done"])
+            if nino.get("lpe") is not None:
+                self.graph.lpe = nino["lpe"]
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 

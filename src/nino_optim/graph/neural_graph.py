@@ -91,6 +91,18 @@ class NeuralGraph:
                 self._lpe = torch.zeros(self.num_nodes, LPE_DIM)
         return self._lpe
 
+    @lpe.setter
+    def lpe(self, value: torch.Tensor) -> None:
+        """Restore a cached encoding [N, 8] (e.g. from a checkpoint, so a resumed run sees the same one)."""
+        if tuple(value.shape) != (self.num_nodes, LPE_DIM):
+            raise ValueError(f"LPE must be [{self.num_nodes}, {LPE_DIM}] for this graph, got {tuple(value.shape)}")
+        self._lpe = value.detach().float().cpu()
+
+    @property
+    def has_lpe(self) -> bool:
+        """Whether the positional encoding has been computed (or restored) already."""
+        return self._lpe is not None
+
     def to_edges(self, states: torch.Tensor) -> torch.Tensor:
         """Map flat states to edge features.
 
