@@ -104,3 +104,31 @@ def test_nino_adam_on_hf_gpt2():
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def tiny_llama(kv_heads=2):
+    cfg = transformers.LlamaConfig(vocab_size=13, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=kv_heads, max_position_embeddings=8,
+                                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(cfg)
+
+
+def test_hf_llama_matches_the_hand_written_llama_graph():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llama_models import Llama
+
+    graph = build(tiny_llama())
+    ours = build_neural_graph(Llama(), lpe=False, example_inputs=(torch.zeros(1, 6, dtype=torch.long),))
+    assert graph.fallback == {} and bool(graph.placed_mask.all())  # RMSNorm weights: weight * x, attached
+    assert (graph.num_nodes, graph.num_edges) == (ours.num_nodes, ours.num_edges)
+    assert torch.equal(torch.bincount(graph.edge_type), torch.bincount(ours.edge_type))
+
+
+def test_hf_llama_grouped_query_attention_is_reported_not_wrong():
+    with pytest.warns(UserWarning, match="not understood"):
+        graph = build_neural_graph(tiny_llama(kv_heads=1), lpe=False)
+    assert bool(graph.placed_mask.all())

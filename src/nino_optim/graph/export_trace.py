@@ -162,6 +162,9 @@ class ExportPropagator(Propagator):
         if op in (aten.mean, aten.sum, aten.amax, aten.amin):
             return self._reduce(args[0], args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else False)
         if op in (aten.add, aten.sub, aten.mul, aten.div, aten.maximum, aten.minimum):
+            params = [a for a in args[:2] if isinstance(a, nn.Parameter)]
+            if params:  # a 1-D parameter acting element-wise (a hand-written norm's weight, a learned scale)
+                return self._elementwise_param(params[0], [a for a in args[:2] if a is not params[0]][0])
             return self._join(node, list(args[:2]))
         if op in _ATEN_KEEP:
             return self._keep(args[0])
@@ -172,6 +175,19 @@ class ExportPropagator(Propagator):
         if not self._feature_args(args, kwargs):
             return None
         raise NotUnderstood(f"op {op.__name__}")
+
+    def _elementwise_param(self, param: nn.Parameter, x):
+        """``param * x`` or ``param + x`` with a 1-D parameter over the features: a node attached to them."""
+        idx = self.param_index.get(id(param))
+        if isinstance(x, LazyInput) and x.space is not None:
+            x = x.space
+        if isinstance(x, Unknown):
+            return x
+        if (idx is None or not isinstance(x, Space) or param.dim() != 1 or x.dim != -1 or not x.plain
+                or param.shape[0] != x.size):
+            raise NotUnderstood("parameter used element-wise on features it does not match")
+        self._attach(idx, x)
+        return x
 
     @staticmethod
     def _feature_args(args, kwargs) -> bool:
