@@ -35,3 +35,19 @@ def test_is_a_wnn(official):
 def test_small_official_variant_loads():
     model = load_nowcaster(official_checkpoint("nino_mlp_h32.pt"))
     assert sum(p.numel() for p in model.parameters()) == 5160
+
+
+def test_each_scalar_gets_its_own_edge_type():
+    """A fused q/k/v weight is one tensor with three edge types: WNN+ must see each scalar's own type."""
+    torch.manual_seed(0)
+    model = WNN()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    graph = build_neural_graph(TwoLayer(), lpe=False)
+    states = torch.randn(graph.num_params, 5)
+    before = model.predict(graph, states, 3)
+    first = graph.param_edge[0]
+    graph.edge_type = graph.edge_type.clone()
+    graph.edge_type[first] = 7  # only the edge of the first scalar changes type
+    after = model.predict(graph, states, 3)
+    assert after[0] != before[0] and torch.equal(after[1:], before[1:])

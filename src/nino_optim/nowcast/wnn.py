@@ -76,7 +76,10 @@ class WNN(nn.Module):
         device = self.layer_embed.weight.device
         scaler = LayerwiseScaler(states, graph.params)
         scaled = scaler.scale(states)
+        # Each scalar's edge type: that of its edge (a fused qkv weight carries types 7, 8 and 9), else its tensor's.
         types = torch.cat([torch.full((p.numel,), p.edge_type, dtype=torch.long) for p in graph.params])
+        placed = graph.placed_mask
+        types[placed] = graph.edge_type[graph.param_edge[placed]]
         out = torch.empty(states.shape[0], device=states.device)
         for start in range(0, states.shape[0], self.chunk_size):
             sl = slice(start, start + self.chunk_size)
