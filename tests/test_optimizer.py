@@ -645,3 +645,45 @@ def test_reset_base_state(reset):
             assert opt.state[p]["step"].item() == 9 and opt.state[p]["exp_avg"].abs().sum() > 0
     train_step(model, opt)
     assert opt.state[model[0].weight]["step"].item() == (1 if reset else 10)
+
+
+class _DataDependent(nn.Module):
+    """Symbolic tracing cannot follow a branch on the input's shape; tracing with example inputs can."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if x.shape[-1] == 4:  # control flow on a shape: a Proxy to symbolic tracing, an int with inputs
+            h = h * 1.0
+        return self.fc2(h)
+
+
+def test_graph_is_built_from_the_first_batch_when_tracing_needs_inputs():
+    model = _DataDependent()
+    opt = NiNoAdam(model.parameters(), model=model, period=10, context=5, max_steps=100)
+    assert not opt._graph.ready  # the input-free trace was imperfect: waiting for a batch
+    x = torch.randn(16, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the graph from the batch is clean: no warning at the nowcast
+        for _ in range(10):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    assert opt._graph.ready and opt.steps_done == 10
+    graph = opt.graph
+    assert graph.fallback == {} and int(graph.placed_mask.sum()) == graph.num_params
+    # fc2 reads the 8 neurons that fc1 writes (a chain, as the data really flows)
+    fc1_out = set(graph.edge_index[1, graph.param_edge[:32]].tolist())
+    fc2_in = set(graph.edge_index[0, graph.param_edge[40:64]].tolist())
+    assert fc1_out == fc2_in and len(fc1_out) == 8
+
+
+def test_graph_without_any_forward_pass_uses_the_input_free_trace_and_warns():
+    model = _DataDependent()
+    opt = NiNoAdam(model.parameters(), model=model, period=10, context=5, max_steps=100)
+    with pytest.warns(UserWarning, match="neural graph"):
+        graph = opt.graph
+    assert graph.num_params == sum(p.numel() for p in model.parameters())

@@ -15,10 +15,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
-from .graph import NeuralGraph, build_neural_graph, graph_parameters
+from .graph import NeuralGraph, graph_parameters
 from .graph.chain import build_chain_graph
 from .graph.neural_graph import LPE_DIM
 from .history import History
+from .model_graph import ModelGraph
 from .nowcast import load_nowcaster
 from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
 
@@ -84,7 +85,7 @@ class NiNoAdam(Optimizer):
             raise ValueError("NiNoAdam does not support FSDP1 (FullyShardedDataParallel): its parameters are "
                              "flattened shards, from which no neural graph can be built. Shard the model with "
                              "FSDP2 (torch.distributed.fsdp.fully_shard) instead, which NiNoAdam supports.")
-        self.graph, self._flat_params = _graph_for(model, base_params, lpe)
+        self._graph, self._flat_params = _graph_for(model, base_params, lpe)
         self._known = {id(p) for p in self._flat_params}
         self._sharded = _DTensor is not None and any(isinstance(p, _DTensor) for p in self._flat_params)
         self._check_known(base_params)
@@ -101,6 +102,11 @@ class NiNoAdam(Optimizer):
         horizon = max_horizon or getattr(self.nowcaster, "max_horizon", 40)
         self.k_schedule = k_schedule(max_steps, period, horizon, k_decay)
         self._calls = 0
+
+    @property
+    def graph(self) -> NeuralGraph:
+        """The model's neural graph (final from the first nowcast on; see ``model_graph.py``)."""
+        return self._graph.get()
 
     # ----------------------------------------------------------------------------------------- timeline
     @property
@@ -142,7 +148,7 @@ class NiNoAdam(Optimizer):
     # ----------------------------------------------------------------------------------------- nowcast
     def _nowcast(self, call: int) -> None:
         k = horizon_at(call, self.k_schedule, self.period)
-        num_params = self.graph.num_params
+        num_params = self.history.buffer.shape[1]
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         pred, problem = None, None
         if not distributed or dist.get_rank() == 0:
@@ -202,10 +208,12 @@ class NiNoAdam(Optimizer):
             hook(self)
         state = self.base.state_dict()
         filled = filled_slots(self._calls, self.interval, self.context)
+        num_params = self.history.buffer.shape[1]
+        graph = self._graph.get() if self._graph.ready else None
         state["nino"] = {"version": 1, "steps_done": self._calls, "period": self.period, "context": self.context,
-                         "num_params": self.graph.num_params, "history": self.history.export(filled),
+                         "num_params": num_params, "history": self.history.export(filled),
                          # Eigenvectors of degenerate eigenvalues depend on floating-point noise: keep the ones used.
-                         "lpe": self.graph.lpe if self.graph.has_lpe else None}
+                         "lpe": graph.lpe if graph is not None and graph.has_lpe else None}
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, state)
             state = state if result is None else result
@@ -222,15 +230,17 @@ class NiNoAdam(Optimizer):
             if (nino["period"], nino["context"]) != (self.period, self.context):
                 raise ValueError(f"checkpoint was saved with period={nino['period']}, context={nino['context']}; "
                                  f"this optimizer has period={self.period}, context={self.context}")
-            if nino["num_params"] != self.graph.num_params or nino["history"].shape[1:] != (self.graph.num_params,):
+            num_params = self.history.buffer.shape[1]
+            if nino["num_params"] != num_params or nino["history"].shape[1:] != (num_params,):
                 raise ValueError(f"checkpoint holds states of {nino['num_params']} parameters; this model has "
-                                 f"{self.graph.num_params}: was it saved for another model?")
+                                 f"{num_params}: was it saved for another model?")
             if nino["history"].shape[0] != filled_slots(nino["steps_done"], self.interval, self.context):
                 raise ValueError("checkpoint history does not match its step counter: the file is damaged")
             lpe = nino.get("lpe")
-            if lpe is not None and tuple(lpe.shape) != (self.graph.num_nodes, LPE_DIM):
-                raise ValueError(f"checkpoint LPE has shape {tuple(lpe.shape)}; this model's graph has "
-                                 f"{self.graph.num_nodes} nodes: was it saved for another model?")
+            nodes = self.graph.num_nodes if self._graph.ready else lpe.shape[0] if lpe is not None else 0
+            if lpe is not None and tuple(lpe.shape) != (nodes, LPE_DIM):
+                raise ValueError(f"checkpoint LPE has shape {tuple(lpe.shape)}; this model's graph has {nodes} "
+                                 f"nodes: was it saved for another model?")
         self.base.load_state_dict(state_dict)
         self.param_groups, self.state = self.base.param_groups, self.base.state  # the base made new containers
         if nino is None:
@@ -241,7 +251,7 @@ class NiNoAdam(Optimizer):
             self.history.restore(nino["history"])
             self._calls = int(nino["steps_done"])
             if nino.get("lpe") is not None:
-                self.graph.lpe = nino["lpe"]
+                self._graph.restore_lpe(nino["lpe"])
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
@@ -297,13 +307,13 @@ def _comm_device(device: torch.device) -> torch.device:
 
 
 def _graph_for(model: nn.Module | None, params: list[torch.Tensor], lpe: bool
-               ) -> tuple[NeuralGraph, list[torch.Tensor]]:
+               ) -> tuple[ModelGraph, list[torch.Tensor]]:
     """The neural graph and the parameters in its flat order."""
     if model is None:
         warnings.warn("NiNoAdam: no model given; the parameters are treated as a chain in the order passed. "
                       "Pass model=... for a graph built from the model's structure.", stacklevel=3)
         graph, _ = build_chain_graph([(f"param_{i}", tuple(p.shape)) for i, p in enumerate(params)], lpe=lpe)
-        return graph, list(params)
+        return ModelGraph.of(graph), list(params)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return build_neural_graph(model, lpe=lpe), [p for _, p in graph_parameters(model)]
+    return ModelGraph(model, lpe), [p for _, p in graph_parameters(model)]
