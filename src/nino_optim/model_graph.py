@@ -33,7 +33,11 @@ class ModelGraph:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             graph = build_neural_graph(model, lpe=lpe)
-        self._warnings = list(caught)
+        # The builder's own report ("neural graph of ...") means the graph is imperfect; others pass through.
+        self._warnings = [w for w in caught if str(w.message).startswith("neural graph of")]
+        for w in caught:
+            if w not in self._warnings:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self._graph: NeuralGraph | None = None if self._warnings else graph
         self._provisional = graph
         if self._warnings:
