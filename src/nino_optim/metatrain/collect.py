@@ -87,6 +87,7 @@ def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1) -> 
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="runs") if tqdm else None
     done = []
     if workers <= 1:
+        torch.set_num_threads(1)  # small models: one thread per process is fastest, more only contend
         data = load_fashion_mnist()
         for spec in todo:
             done.append(run_one(spec, data, root, progress=bar is not None).name)
