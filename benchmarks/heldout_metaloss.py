@@ -1,0 +1,83 @@
+"""Held-out meta-loss: how well nowcasters predict recorded trajectories they were not trained on.
+
+For fixed random windows of held-out trajectories (5 past states, up to 40 future states 200 steps apart, scaled
+with the inputs' statistics), the masked L1 between predicted and true future states, per horizon band and
+overall, for: no change (the newest state), Linefit, Linefit+, any NiNo weights (the project's, or an official
+``.pt``). The lower, the better; it is the quantity meta-training minimises.
+
+    python benchmarks/heldout_metaloss.py --data data/trajectories --weights runs/metatrain/weights \\
+        ../shared/upstream-checkpoints/nino_no_posw.pt
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from nino_optim import load_nowcaster
+from nino_optim.metatrain.trajectories import list_trajectories
+from nino_optim.metatrain.windows import WindowSampler, collate
+from nino_optim.nowcast.linefit import linefit_coefficients
+
+BANDS = ((1, 5), (6, 15), (16, 40))
+
+
+def linefit_predictor(weighted: bool):
+    def predict(batch, context: int, horizon: int) -> torch.Tensor:
+        coef = torch.stack([linefit_coefficients(context, context + j, weighted) for j in range(1, horizon + 1)], 1)
+        inputs = batch.edge_attr.view(batch.edge_attr.shape[0], -1, context).double()
+        return (inputs @ coef).float()  # [E, F, K]
+    return predict
+
+
+def model_predictor(model):
+    @torch.no_grad()
+    def predict(batch, context: int, horizon: int) -> torch.Tensor:
+        return model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe)
+    return predict
+
+
+def no_change(batch, context: int, horizon: int) -> torch.Tensor:
+    inputs = batch.edge_attr.view(batch.edge_attr.shape[0], -1, context)
+    return inputs[:, :, -1:].expand(-1, -1, horizon)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/trajectories")
+    parser.add_argument("--val-every", type=int, default=5, help="the held-out split of `nino-optim metatrain`")
+    parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("weights", nargs="*", help="NiNo weights: a directory (config + safetensors) or an official .pt")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    paths = list_trajectories(args.data)
+    held_out = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
+    sampler = WindowSampler(held_out)
+    gen = torch.Generator().manual_seed(args.seed)
+    windows = [collate([sampler.sample(gen, flip_lpe=False)]) for _ in range(args.windows)]
+    methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}
+    for spec in args.weights:
+        methods[Path(spec).name] = model_predictor(load_nowcaster(spec))
+
+    print(f"{len(windows)} windows from {len(held_out)} held-out trajectories of {args.data}; masked L1 in scaled space")
+    print(f"{'method':<22}" + "".join(f"{f'k {a}-{b}':>11}" for a, b in BANDS) + f"{'all':>9}")
+    for name, predict in methods.items():
+        err = torch.zeros(len(BANDS) + 1)
+        count = torch.zeros(len(BANDS) + 1)
+        for batch in windows:
+            diff = (predict(batch, sampler.context, sampler.horizon) - batch.target).abs()
+            for i, (a, b) in enumerate(BANDS):
+                m = batch.mask[:, :, a - 1: b]
+                err[i] += diff[:, :, a - 1: b][m].sum()
+                count[i] += m.sum()
+            err[-1] += diff[batch.mask].sum()
+            count[-1] += batch.mask.sum()
+        cells = [f"{e / c:>11.4f}" if c else f"{'-':>11}" for e, c in zip(err[:-1], count[:-1])]
+        print(f"{name:<22}" + "".join(cells) + f"{err[-1] / count[-1]:>9.4f}")
+
+
+if __name__ == "__main__":
+    main()
