@@ -3,7 +3,6 @@ nowcast's in-place writes are what the compiled module computes with afterwards.
 
 Uses the ``aot_eager`` backend (Dynamo + AOTAutograd, parameters as graph inputs, ~5 s); the default inductor
 backend behaves the same but compiling C++ takes ~45 s on a 2-core CPU."""
-import warnings
 
 import pytest
 import torch

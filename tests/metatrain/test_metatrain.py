@@ -65,7 +65,6 @@ def test_windows_scale_with_input_statistics_and_mask(tmp_path):
     path = _fake_run(tmp_path, 1, n_states=30)
     sampler = WindowSampler([path], spacing=20, horizon=40)  # stride 2 saved states
     graph = sampler.items[0][1]
-    traj = load_trajectory(path)
     w = sampler.sample(torch.Generator().manual_seed(0), flip_lpe=False)
     E, c = graph.num_edges, 5
     assert w.edge_attr.shape == (E, 9 * c) and w.target.shape == w.mask.shape == (E, 9, 40)
