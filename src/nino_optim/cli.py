@@ -1,7 +1,9 @@
-"""``nino-optim`` command line: ``collect`` trajectories and ``metatrain`` a NiNo on them."""
+"""``nino-optim`` command line: ``collect`` trajectories and ``metatrain`` a NiNo on them; ``bench`` steps to
+target on Fashion-MNIST and ``report`` the results."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,6 +35,47 @@ def _metatrain(args: argparse.Namespace) -> None:
     print(f"weights written to {Path(args.out) / 'weights'}")
 
 
+def _floats(text: str) -> list[float]:
+    """Comma-separated accuracies, as fractions or percentages (89.5 -> 0.895)."""
+    return [float(t) / (100 if float(t) > 1 else 1) for t in text.split(",") if t.strip()]
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .bench.runner import BenchConfig, parse_methods, run_benchmark
+
+    try:
+        methods = parse_methods(args.methods)
+        cfgs = [BenchConfig(task=t, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
+                            lr=args.lr, period=args.period, context=args.context, order=args.order,
+                            target=_floats(args.target)[0] if args.target else None,
+                            ladder=_floats(args.ladder) if args.ladder is not None else None,
+                            train_examples=args.train_examples, test_examples=args.test_examples)
+                for t in args.task]
+    except ValueError as err:
+        sys.exit(f"nino-optim bench: {err}")
+    for m in methods:
+        print(f"  {m.name}: {'Adam (no nowcast)' if m.spec is None else m.spec}")
+    try:
+        res = run_benchmark(methods, args.seeds, cfgs, args.out, workers=args.workers,
+                            progress=not args.no_progress, command=args.command_text)
+    except ValueError as err:
+        sys.exit(f"nino-optim bench: {err}")
+    if res["failed"]:
+        sys.exit(f"{len(res['failed'])} runs failed: " + ", ".join(res["failed"]))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .bench.report import write_report
+
+    try:
+        md, png, text = write_report(args.runs, args.out, command=args.command_line or None,
+                                     report_command=args.command_text, per_seed=not args.median_only)
+    except FileNotFoundError as err:
+        sys.exit(f"nino-optim report: {err}")
+    print(text)
+    print(f"written: {md}" + (f", {png}" if png else " (no PNG: matplotlib is not installed)"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nino-optim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +99,41 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
     p.add_argument("--val-every", type=int, default=5, help="hold out every n-th trajectory")
     p.set_defaults(func=_metatrain)
+    p = sub.add_parser("bench", help="steps to target on Fashion-MNIST: one JSON results file per (task, "
+                       "method, seed), skipped when present (resumes)")
+    p.add_argument("--task", nargs="+", default=["fm16"], help="fm16 and/or fm32")
+    p.add_argument("--methods", default="adam,linefit+",
+                   help="comma-separated: adam (no nowcast), linefit, linefit+, default, nino (official "
+                        "nino_no_posw.pt), wnn+ (official nino_mlp.pt), NAME=SPEC (any nowcaster spec) or a path")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1000, 2000, 3000])
+    p.add_argument("--steps", type=int, default=10_000, help="optimizer steps per run (also NiNoAdam max_steps)")
+    p.add_argument("--eval-every", type=int, default=25, help="steps between full test-set evaluations")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel processes, 1 torch thread each (a fresh process per run); 0: in this process")
+    p.add_argument("--period", type=int, default=1000, help="steps between nowcasts")
+    p.add_argument("--context", type=int, default=5)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's, 6e-3)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--order", default="dataloader", choices=["dataloader", "randperm"],
+                   help="batch order: the official loop's shuffled DataLoader re-seeded with seed + epoch")
+    p.add_argument("--target", default=None, help="target test accuracy (default: the task's, 89.5 / 90.5)")
+    p.add_argument("--ladder", default=None,
+                   help="comma-separated lower thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0)")
+    p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
+    p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_bench)
+    p = sub.add_parser("report", help="markdown tables and a PNG of the curves from `bench` results")
+    p.add_argument("--runs", default="runs/bench")
+    p.add_argument("--out", default="docs/bench", help="directory for README.md and curves.png")
+    p.add_argument("--median-only", action="store_true", help="plot only the median curve of each method")
+    p.add_argument("--command-line", default=None,
+                   help="the benchmark command to quote in the report (default: the commands stored in the "
+                        "results files)")
+    p.set_defaults(func=_report)
     args = parser.parse_args(argv)
+    args.command_text = "nino-optim " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     args.func(args)
 
 

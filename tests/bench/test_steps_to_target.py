@@ -13,6 +13,16 @@ needs_data = pytest.mark.skipif(not is_available(), reason="Fashion-MNIST not in
                                 "`apt-get install dataset-fashion-mnist` or set NINO_FASHION_MNIST=<dir>")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny convnets: one torch thread is as fast on an idle machine and much faster on a busy shared one (see
+    ``set_threads``). Not in a conftest.py: other test packages import the top-level ``conftest`` by name."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def small_data():
     return load_fashion_mnist().subset(train=2048, test=500)

@@ -8,6 +8,10 @@ step at which each accuracy threshold was reached. The official code evaluates a
 
 On a NiNoAdam nowcast call (``opt.need_grads`` is False) the batch is drawn but forward/backward are skipped,
 as the official loop does; the call still counts as one optimizer step.
+
+Two batch orders: ``"randperm"`` (a fresh ``torch.randperm`` from one generator seeded with the run seed, each
+epoch) and ``"dataloader"``, the official ``train_vision.py`` order: a shuffled ``torch.utils.data.DataLoader``
+(batch 128, last partial batch kept) whose generator is re-seeded with ``seed + epoch`` at every epoch.
 """
 from __future__ import annotations
 
@@ -69,7 +73,9 @@ class Curve:
     ``steps[i]`` optimizer steps had been completed when ``accuracy[i]`` was measured (step 0 = initial model).
     ``train_loss[i]`` is the mean training loss over the steps since the previous evaluation (NaN for step 0
     and for intervals made only of nowcast calls). ``reached[t]`` is the first evaluated step with accuracy
-    >= t, or None. Times are seconds: ``train_time`` excludes evaluation, ``wall_time`` is the whole run.
+    >= t, or None. ``nowcast_times[i]`` is the duration of the ``step()`` call at ``nowcast_steps[i]`` (the
+    first includes building the neural graph). Times are seconds: ``train_time`` excludes evaluation,
+    ``wall_time`` is the whole run.
     """
 
     name: str
@@ -78,6 +84,7 @@ class Curve:
     train_loss: list[float] = field(default_factory=list)
     reached: dict[float, int | None] = field(default_factory=dict)
     nowcast_steps: list[int] = field(default_factory=list)
+    nowcast_times: list[float] = field(default_factory=list)
     train_time: float = 0.0
     eval_time: float = 0.0
     wall_time: float = 0.0
@@ -103,6 +110,7 @@ class Curve:
         """A JSON-serialisable copy (threshold keys become strings)."""
         return {"name": self.name, "steps": self.steps, "accuracy": self.accuracy, "train_loss": self.train_loss,
                 "reached": {str(k): v for k, v in self.reached.items()}, "nowcast_steps": self.nowcast_steps,
+                "nowcast_times": self.nowcast_times,
                 "train_time": self.train_time, "eval_time": self.eval_time, "wall_time": self.wall_time,
                 "finite": self.finite}
 
@@ -114,6 +122,14 @@ def reduction(steps: int | None, baseline: int | None) -> float | None:
     return 100.0 * (baseline - steps) / baseline
 
 
+def first_reached(steps: Iterable[int], accuracy: Iterable[float], threshold: float) -> int | None:
+    """The first step whose accuracy is >= ``threshold`` (both in [0, 1]), or None when never reached."""
+    for s, a in zip(steps, accuracy):
+        if a is not None and a >= threshold - 1e-12:
+            return int(s)
+    return None
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
     """Shuffled index batches forever: a fresh permutation from ``generator`` each epoch, last batch kept."""
     while True:
@@ -121,12 +137,29 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[to
         yield from perm.split(batch_size)
 
 
+def _dataloader_batches(n: int, batch_size: int, seed: int) -> Iterable[torch.Tensor]:
+    """Index batches in the order of the official loop: a shuffled DataLoader re-seeded with seed + epoch."""
+    from itertools import count
+
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator()
+    loader = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator)
+    for epoch in count():
+        generator.manual_seed(seed + epoch)
+        yield from loader
+
+
+BATCH_ORDERS = ("randperm", "dataloader")
+
+
 def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data: FashionMNIST, *,
                           steps: int, eval_every: int, thresholds: Iterable[float] = (), seed: int = 0,
                           model: str | Task | Callable[[], nn.Module] = "fm16", batch_size: int = 128,
                           eval_batch_size: int = 1000, name: str = "run", stop_when_reached: bool = False,
                           progress: bool = False, log: Callable[[str], None] | None = None,
-                          log_every: int | None = None) -> Curve:
+                          log_every: int | None = None, order: str = "randperm",
+                          on_eval: Callable[[int, float], None] | None = None) -> Curve:
     """Train a fresh model with ``make_optimizer(model)`` for ``steps`` optimizer steps and record its curve.
 
     Args:
@@ -143,12 +176,16 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         progress: show a tqdm bar when tqdm is installed.
         log: called with a one-line message after each evaluation (e.g. ``print``), if given.
         log_every: call ``log`` only on steps that are multiples of this (and the last step).
+        on_eval: called with (step, accuracy) after each evaluation, if given.
+        order: ``"randperm"`` or ``"dataloader"`` (the official loop's batch order; see the module docstring).
 
     Returns:
         a ``Curve``. A non-finite training loss stops the run early with ``finite=False``.
     """
     if steps <= 0 or eval_every <= 0:
         raise ValueError(f"steps and eval_every must be positive, got {steps} and {eval_every}")
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"order must be one of {BATCH_ORDERS}, got {order!r}")
     thresholds = sorted(float(t) for t in thresholds)
     start = time.perf_counter()
     if callable(model) and not isinstance(model, (str, Task)):
@@ -158,8 +195,10 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         net = build_model(model, seed)
     net.train()
     optimizer = make_optimizer(net)
-    generator = torch.Generator().manual_seed(seed)
-    batches = _batches(len(data.train_x), batch_size, generator)
+    if order == "dataloader":
+        batches = _dataloader_batches(len(data.train_x), batch_size, seed)
+    else:
+        batches = _batches(len(data.train_x), batch_size, torch.Generator().manual_seed(seed))
     curve = Curve(name=name, reached={t: None for t in thresholds})
 
     bar = None
@@ -178,10 +217,12 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         curve.accuracy.append(acc)
         curve.train_loss.append(loss)
         for t in thresholds:
-            if curve.reached[t] is None and acc >= t:
+            if curve.reached[t] is None and acc >= t - 1e-12:
                 curve.reached[t] = step
         if bar is not None:
             bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.3f}", refresh=False)
+        if on_eval is not None:
+            on_eval(step, acc)
         if log is not None and (not log_every or step % log_every == 0 or step == steps):
             log(f"{name}: step {step:>6d}  test acc {acc:.4f}  train loss {loss:.4f}")
 
@@ -201,7 +242,9 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
                 curve.finite = False
             loss_sum, loss_count = loss_sum + value, loss_count + 1
         else:  # a nowcast call: gradients are not used, so forward/backward are skipped (official loop)
+            t0 = time.perf_counter()
             optimizer.step()
+            curve.nowcast_times.append(time.perf_counter() - t0)
             curve.nowcast_steps.append(step)
         if bar is not None:
             bar.update(1)

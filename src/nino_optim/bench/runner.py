@@ -1,0 +1,414 @@
+"""``nino-optim bench``: steps to target for several methods and seeds, one JSON results file per run.
+
+Every (task, method, seed) run trains the task's convnet on the paper's protocol (batch 128, Adam lr 6e-3 without
+weight decay, the official loop's batch order: a shuffled DataLoader re-seeded with ``seed + epoch``) and writes
+``<out>/<task>/<method>__seed<seed>.json``. A file already there is skipped, so an interrupted benchmark resumes;
+files are written atomically (a temporary file, then ``os.replace``). With ``workers >= 1`` each run is a fresh
+process with one torch thread (so its peak RSS is its own); ``workers = 0`` runs in this process (for tests).
+
+Methods are nowcaster specs, named: ``adam`` (plain Adam, no nowcast), ``linefit``, ``linefit+``, ``default``,
+``nino`` / ``wnn+`` (the official ``nino_no_posw.pt`` / ``nino_mlp.pt``), ``NAME=SPEC`` for any spec
+``load_nowcaster`` takes, or a bare path (named after the file).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .data import load_fashion_mnist
+from .steps_to_target import first_reached, train_steps_to_target
+from .tasks import TASKS
+
+SCHEMA = 1
+STEPS_CAP_DEFAULT = 10_000
+# The ladder of lower thresholds below each task's target (the issue: "far less noisy" than the target alone).
+LADDERS = {"fm16": (0.885, 0.890), "fm32": (0.895, 0.900)}
+# The official checkpoints the names "nino" and "wnn+" stand for.
+OFFICIAL_FILES = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
+OFFICIAL_ENV = "NINO_OFFICIAL_CHECKPOINTS"
+# The paper's Table 2 (reduction in % of the steps to the target vs Adam), keyed by method kind.
+PAPER_TABLE2 = {"fm16": {"linefit": 27.0, "linefit+": 27.3, "wnn+": 33.8, "nino": 46.8},
+                "fm32": {"linefit": 16.6, "linefit+": 23.3, "wnn+": 31.6, "nino": 46.8}}
+_PAPER_KIND_BY_FILE = {"nino_no_posw.pt": "nino", "nino_mlp.pt": "wnn+"}
+
+
+def official_dir() -> Path | None:
+    """Where the official checkpoints are: ``$NINO_OFFICIAL_CHECKPOINTS`` or ``../shared/upstream-checkpoints``
+    beside the repository (or beside the working directory)."""
+    env = os.environ.get(OFFICIAL_ENV)
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[3].parent / "shared" / "upstream-checkpoints",
+                   Path.cwd().parent / "shared" / "upstream-checkpoints"]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named method: ``spec`` is the nowcaster spec (None: plain Adam); ``paper`` its Table 2 row, if any."""
+
+    name: str
+    spec: str | None
+    paper: str | None = None
+
+    @property
+    def slug(self) -> str:
+        """The name as it appears in file names."""
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", self.name)
+
+
+def parse_method(text: str) -> Method:
+    """``adam`` | ``linefit`` | ``linefit+`` | ``default`` | ``nino`` | ``wnn+`` | ``NAME=SPEC`` | a path."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty method name")
+    if "=" in text:
+        name, spec = (t.strip() for t in text.split("=", 1))
+        if not name or not spec:
+            raise ValueError(f"method {text!r}: expected NAME=SPEC")
+        if spec.lower() == "adam":
+            return Method(name, None, None)
+        return Method(name, spec, _paper_kind(spec))
+    low = text.lower()
+    if low == "adam":
+        return Method("adam", None, None)
+    if low in ("linefit", "linefit+", "default"):
+        return Method(low, low, None if low == "default" else low)  # "default" may change: no paper row
+    if low in OFFICIAL_FILES:
+        root = official_dir()
+        path = root / OFFICIAL_FILES[low] if root else None
+        if path is None or not path.is_file():
+            raise ValueError(f"method {low!r} is the official {OFFICIAL_FILES[low]}, not found (set "
+                             f"{OFFICIAL_ENV}=<dir> or pass {low}=PATH)")
+        return Method(low, str(path), low)
+    name = Path(text).stem if Path(text).suffix else text.replace("/", "_")
+    return Method(name, text, _paper_kind(text))
+
+
+def _paper_kind(spec: str) -> str | None:
+    low = spec.lower()
+    if low in ("linefit", "linefit+"):
+        return low
+    return _PAPER_KIND_BY_FILE.get(Path(spec).name)
+
+
+def parse_methods(text: str | list[str]) -> list[Method]:
+    """A comma-separated list (or a list of such strings) of methods; names must be unique."""
+    parts = [p for t in ([text] if isinstance(text, str) else text) for p in t.split(",") if p.strip()]
+    methods = [parse_method(p) for p in parts]
+    slugs = [m.slug for m in methods]
+    dup = sorted({s for s in slugs if slugs.count(s) > 1})
+    if dup:
+        raise ValueError(f"methods named twice: {dup}; name them with NAME=SPEC")
+    return methods
+
+
+@dataclass
+class BenchConfig:
+    """The protocol shared by every run of a benchmark (stored in each results file; resuming checks it)."""
+
+    task: str = "fm16"
+    steps: int = STEPS_CAP_DEFAULT
+    eval_every: int = 25
+    batch_size: int = 128
+    lr: float | None = None  # None: the task's (6e-3)
+    period: int = 1000
+    context: int = 5
+    order: str = "dataloader"
+    target: float | None = None  # None: the task's (0.895 / 0.905)
+    ladder: tuple[float, ...] | None = None  # None: LADDERS[task]
+    train_examples: int | None = None  # None: the paper split (55,000); fewer for quick checks
+    test_examples: int | None = None  # None: all 10,000
+
+    def __post_init__(self):
+        self.task = self.task.lower().replace("-", "")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {sorted(TASKS)}")
+        task = TASKS[self.task]
+        self.lr = task.lr if self.lr is None else float(self.lr)
+        self.target = task.target if self.target is None else float(self.target)
+        self.ladder = tuple(sorted(float(t) for t in (LADDERS[self.task] if self.ladder is None else self.ladder)))
+        if self.steps <= 0 or self.eval_every <= 0:
+            raise ValueError("steps and eval_every must be positive")
+
+    @property
+    def thresholds(self) -> list[float]:
+        """The ladder and the target, ascending."""
+        return sorted(set(self.ladder) | {self.target})
+
+    def protocol(self) -> dict:
+        """What must agree between an existing results file and this run for it to be skipped."""
+        d = asdict(self)
+        d["ladder"] = list(d["ladder"])
+        return d
+
+
+def result_path(out: str | os.PathLike, task: str, method: Method, seed: int) -> Path:
+    """``<out>/<task>/<method>__seed<seed>.json``."""
+    return Path(out) / task / f"{method.slug}__seed{seed}.json"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_json_safe(data), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def make_optimizer_factory(method: Method, cfg: BenchConfig) -> Callable:
+    """``model -> optimizer``: Adam(lr, no weight decay), or NiNoAdam with the method's nowcaster."""
+    if method.spec is None:
+        return lambda model: torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    from ..optimizer import NiNoAdam
+
+    return lambda model: NiNoAdam(model.parameters(), model=model, lr=cfg.lr, weight_decay=0.0,
+                                  nowcaster=method.spec, period=cfg.period, context=cfg.context,
+                                  max_steps=cfg.steps)
+
+
+def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
+            progress: Callable[[int], None] | None = None) -> dict:
+    """Train one run and return its results (not written). ``progress(n)`` is called with steps done."""
+    if data is None:
+        data = load_fashion_mnist()
+    if cfg.train_examples is not None or cfg.test_examples is not None:
+        data = data.subset(cfg.train_examples, cfg.test_examples)
+    base_rss = _rss_mb()
+    caught: list[str] = []
+    last = [0]
+
+    def on_eval(step: int, acc: float) -> None:  # forward the steps done to the progress callback
+        if progress is not None:
+            progress(step - last[0])
+        last[0] = step
+
+    with warnings.catch_warnings(record=True) as wlist:
+        warnings.simplefilter("always")
+        curve = train_steps_to_target(make_optimizer_factory(method, cfg), data, steps=cfg.steps,
+                                      eval_every=cfg.eval_every, thresholds=cfg.thresholds, seed=seed,
+                                      model=cfg.task, batch_size=cfg.batch_size, name=f"{method.name}/{seed}",
+                                      order=cfg.order, on_eval=on_eval)
+        caught = sorted({str(w.message) for w in wlist})
+    steps_to = {f"{t:g}": first_reached(curve.steps, curve.accuracy, t) for t in cfg.thresholds}
+    nowcast_mean = sum(curve.nowcast_times) / len(curve.nowcast_times) if curve.nowcast_times else None
+    return {
+        "schema": SCHEMA, "task": cfg.task, "task_name": TASKS[cfg.task].name,
+        "method": method.name, "spec": method.spec, "paper_method": method.paper, "seed": seed,
+        "config": cfg.protocol(), "target": cfg.target, "ladder": list(cfg.ladder), "steps_cap": cfg.steps,
+        "steps_to": steps_to, "steps_to_target": steps_to[f"{cfg.target:g}"],
+        "curve": {"steps": curve.steps, "accuracy": curve.accuracy, "train_loss": curve.train_loss},
+        "final_metric": curve.final_accuracy, "best_metric": curve.best_accuracy, "metric": "test_accuracy",
+        "finite": curve.finite, "wall_time": curve.wall_time, "train_time": curve.train_time,
+        "eval_time": curve.eval_time, "nowcast_steps": curve.nowcast_steps, "nowcast_times": curve.nowcast_times,
+        "mean_nowcast_time": nowcast_mean, "nowcast_time_total": sum(curve.nowcast_times),
+        "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_rss, "warnings": caught,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "train_examples": len(data.train_x), "test_examples": len(data.test_x),
+    }
+
+
+@dataclass
+class Job:
+    method: Method
+    seed: int
+    cfg: BenchConfig
+    path: Path = field(default=None)
+    command: str | None = None
+
+
+def _check_existing(path: Path, cfg: BenchConfig) -> bool:
+    """True when ``path`` holds a finished run of the same protocol; raises when the protocol differs."""
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # unreadable (cannot happen with atomic writes, but then: run it again)
+    mismatch = {k: (old.get("config", {}).get(k), v) for k, v in cfg.protocol().items()
+                if old.get("config", {}).get(k) != v}
+    if mismatch:
+        diff = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in mismatch.items())
+        raise ValueError(f"{path} was run with another protocol ({diff}); use another --out or delete it")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- processes
+_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+    torch.set_num_threads(1)
+
+
+def _worker(job: Job) -> tuple[str, str | None]:
+    """Run one job in this (fresh) process and write its file; returns (path, error traceback or None)."""
+    key = str(job.path)
+    try:
+        report = (lambda n: _QUEUE.put((key, n))) if _QUEUE is not None else None
+        result = run_one(job.method, job.seed, job.cfg, progress=report)
+        result["command"] = job.command
+        write_json_atomic(job.path, result)
+        return key, None
+    except Exception:
+        return key, traceback.format_exc()
+
+
+def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | list[BenchConfig],
+                  out: str | os.PathLike, workers: int = 1, progress: bool = True,
+                  log: Callable[[str], None] = print, command: str | None = None) -> dict[str, list[str]]:
+    """Run every (config, method, seed) whose results file is missing.
+
+    Args:
+        cfg: one protocol or one per task.
+        workers: parallel processes, each with one torch thread and one run at a time (a fresh process per run);
+            0 runs everything in this process (with one torch thread while it runs).
+        command: the command line, stored in each results file (the report quotes it).
+
+    Returns:
+        ``{"done": [...], "skipped": [...], "failed": [...]}`` (paths).
+    """
+    cfgs = cfg if isinstance(cfg, list) else [cfg]
+    jobs, skipped = [], []
+    for c in cfgs:
+        for m in methods:
+            for s in seeds:
+                path = result_path(out, c.task, m, s)
+                if _check_existing(path, c):
+                    skipped.append(str(path))
+                else:
+                    jobs.append(Job(m, s, c, path, command))
+    total = len(jobs) + len(skipped)
+    log(f"{total} runs: {len(skipped)} already in {out}, {len(jobs)} to do"
+        + (f" ({workers} parallel process{'es' if workers > 1 else ''}, 1 torch thread each)" if jobs else ""))
+    done, failed = [], []
+    if not jobs:
+        return {"done": done, "skipped": skipped, "failed": failed}
+    bars = _Bars(total, len(skipped), sum(j.cfg.steps for j in jobs), enabled=progress)
+    try:
+        if workers <= 0:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                data = load_fashion_mnist()
+                for job in jobs:
+                    try:
+                        result = run_one(job.method, job.seed, job.cfg, data=data, progress=bars.steps)
+                        result["command"] = job.command
+                        write_json_atomic(job.path, result)
+                        done.append(str(job.path))
+                        bars.run_done(job.path, None, log)
+                    except Exception:
+                        failed.append(str(job.path))
+                        bars.run_done(job.path, traceback.format_exc(), log)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            ctx = mp.get_context("spawn")  # fresh interpreters: no forked OpenMP state, per-run peak RSS
+            queue = ctx.Queue()
+            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,),
+                          maxtasksperchild=1) as pool:
+                pending = pool.imap_unordered(_worker, jobs)
+                remaining = len(jobs)
+                while remaining:
+                    try:
+                        key, err = pending.next(timeout=0.5)
+                    except mp.TimeoutError:
+                        bars.drain(queue)
+                        continue
+                    bars.drain(queue)
+                    remaining -= 1
+                    (failed if err else done).append(key)
+                    bars.run_done(key, err, log)
+    finally:
+        bars.close()
+    log(f"{len(done)} runs written, {len(skipped)} skipped (already there), {len(failed)} failed")
+    return {"done": done, "skipped": skipped, "failed": failed}
+
+
+class _Bars:
+    """A runs bar and a steps bar (tqdm when installed and enabled; otherwise one line per finished run)."""
+
+    def __init__(self, total_runs: int, initial_runs: int, total_steps: int, enabled: bool):
+        self.runs = self.step_bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.runs = tqdm(total=total_runs, initial=initial_runs, desc="runs", unit="run", position=0)
+                self.step_bar = tqdm(total=total_steps, desc="steps", unit="step", position=1, mininterval=2.0,
+                                     smoothing=0.05)
+
+    def steps(self, n: int) -> None:
+        if self.step_bar is not None and n > 0:
+            self.step_bar.update(n)
+
+    def drain(self, queue) -> None:
+        while True:
+            try:
+                _, n = queue.get_nowait()
+            except Exception:  # queue.Empty
+                return
+            self.steps(n)
+
+    def run_done(self, path, err: str | None, log: Callable[[str], None]) -> None:
+        msg = f"{'FAILED' if err else 'done'}: {path}" + (f"\n{err}" if err else "")
+        if self.runs is not None:
+            self.runs.update(1)
+            self.runs.write(msg)
+        else:
+            log(msg)
+
+    def close(self) -> None:
+        for bar in (self.step_bar, self.runs):
+            if bar is not None:
+                bar.close()

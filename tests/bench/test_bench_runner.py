@@ -1,0 +1,133 @@
+"""``nino-optim bench`` on tiny settings: results files, resume, same seed = same start and batches."""
+import json
+import os
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from nino_optim.bench.data import is_available
+from nino_optim.bench.runner import (BenchConfig, Method, official_dir, parse_method, parse_methods, result_path,
+                                     run_benchmark)
+from nino_optim.bench.steps_to_target import _dataloader_batches
+from nino_optim.cli import main
+
+needs_data = pytest.mark.skipif(not is_available(), reason="Fashion-MNIST not installed: "
+                                "`apt-get install dataset-fashion-mnist` or set NINO_FASHION_MNIST=<dir>")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny convnets: one torch thread is as fast on an idle machine and much faster on a busy shared one (see
+    ``set_threads``). Not in a conftest.py: other test packages import the top-level ``conftest`` by name."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(steps=20, eval_every=5, period=10, train_examples=1024, test_examples=300, target=0.6,
+            ladder=(0.3, 0.5))
+
+
+def test_parse_methods(tmp_path):
+    assert parse_method("adam") == Method("adam", None, None)
+    assert parse_method("Linefit+") == Method("linefit+", "linefit+", "linefit+")
+    assert parse_method("mine=linefit") == Method("mine", "linefit", "linefit")
+    ckpt = tmp_path / "nino_no_posw.pt"
+    assert parse_method(str(ckpt)) == Method("nino_no_posw", str(ckpt), "nino")  # named after the file
+    assert parse_method("x=/a/b/nino_mlp.pt").paper == "wnn+"
+    assert parse_method("owner/repo").slug == "owner_repo"
+    assert [m.name for m in parse_methods("adam, linefit ,linefit+")] == ["adam", "linefit", "linefit+"]
+    with pytest.raises(ValueError, match="named twice"):
+        parse_methods("linefit+,linefit+")
+    if official_dir() and (official_dir() / "nino_no_posw.pt").is_file():
+        assert parse_method("nino").spec.endswith("nino_no_posw.pt") and parse_method("wnn+").paper == "wnn+"
+    else:
+        with pytest.raises(ValueError, match="not found"):
+            parse_method("nino")
+
+
+def test_config_defaults():
+    c = BenchConfig("FM-32")
+    assert (c.task, c.lr, c.target, c.ladder, c.steps, c.eval_every, c.period, c.context, c.order) == \
+        ("fm32", 6e-3, 0.905, (0.895, 0.9), 10_000, 25, 1000, 5, "dataloader")
+    assert BenchConfig("fm16").thresholds == [0.885, 0.89, 0.895]
+    with pytest.raises(ValueError):
+        BenchConfig("c10")
+
+
+def test_dataloader_order_is_the_official_loops():
+    """Epoch e is a shuffled DataLoader whose generator was seeded with seed + e; the last batch is kept."""
+    n, bs, seed = 300, 128, 1000
+    batches = _dataloader_batches(n, bs, seed)
+    got = [next(batches) for _ in range(6)]  # 3 batches per epoch (128, 128, 44)
+    for epoch in range(2):
+        g = torch.Generator()
+        loader = DataLoader(range(n), batch_size=bs, shuffle=True, generator=g)
+        g.manual_seed(seed + epoch)
+        for a, b in zip(got[3 * epoch: 3 * epoch + 3], loader):
+            assert torch.equal(a, b)
+    assert [len(b) for b in got] == [128, 128, 44] * 2
+    assert sorted(torch.cat(got[:3]).tolist()) == list(range(n))
+    assert not torch.equal(got[0], got[3])
+
+
+@needs_data
+def test_results_written_skipped_and_resumed(tmp_path):
+    out = tmp_path / "bench"
+    cfg = BenchConfig("fm16", **TINY)
+    methods = parse_methods("adam,linefit+")
+    threads = torch.get_num_threads()
+    res = run_benchmark(methods, [7], cfg, out, workers=0, progress=False, log=lambda m: None)
+    assert torch.get_num_threads() == threads  # restored after the in-process runs
+    assert sorted(os.path.basename(p) for p in res["done"]) == ["adam__seed7.json", "linefit+__seed7.json"]
+    assert not res["skipped"] and not res["failed"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left
+    adam = json.loads(result_path(out, "fm16", methods[0], 7).read_text())
+    lf = json.loads(result_path(out, "fm16", methods[1], 7).read_text())
+    assert adam["curve"]["steps"] == [0, 5, 10, 15, 20] and adam["curve"]["train_loss"][0] is None
+    assert adam["threads"] == 1 and adam["config"]["order"] == "dataloader" and adam["steps_cap"] == 20
+    assert set(adam["steps_to"]) == {"0.3", "0.5", "0.6"} and adam["steps_to_target"] == adam["steps_to"]["0.6"]
+    assert adam["nowcast_steps"] == [] and adam["mean_nowcast_time"] is None and adam["spec"] is None
+    assert lf["nowcast_steps"] == [10, 20] and len(lf["nowcast_times"]) == 2 and lf["mean_nowcast_time"] > 0
+    assert lf["paper_method"] == "linefit+" and lf["peak_rss_mb"] > 0 and lf["wall_time"] > 0
+    # same seed: same initialisation and batches, so identical until the first nowcast (step 10)
+    assert adam["curve"]["accuracy"][:2] == lf["curve"]["accuracy"][:2]
+    assert adam["curve"]["train_loss"][1] == lf["curve"]["train_loss"][1]
+
+    # resume: everything present is skipped and left untouched; a missing file is run again
+    stamp = result_path(out, "fm16", methods[0], 7).stat().st_mtime_ns
+    res = run_benchmark(methods, [7], cfg, out, workers=0, progress=False, log=lambda m: None)
+    assert not res["done"] and len(res["skipped"]) == 2
+    assert result_path(out, "fm16", methods[0], 7).stat().st_mtime_ns == stamp
+    result_path(out, "fm16", methods[1], 7).unlink()
+    res = run_benchmark(methods, [7], cfg, out, workers=0, progress=False, log=lambda m: None)
+    assert [os.path.basename(p) for p in res["done"]] == ["linefit+__seed7.json"] and len(res["skipped"]) == 1
+    assert json.loads(result_path(out, "fm16", methods[1], 7).read_text())["curve"] == lf["curve"]  # deterministic
+    # another protocol in the same directory is refused rather than mixed in
+    with pytest.raises(ValueError, match="another protocol"):
+        run_benchmark(methods, [7], BenchConfig("fm16", **{**TINY, "steps": 30}), out, workers=0, progress=False,
+                      log=lambda m: None)
+
+
+@needs_data
+def test_cli_bench_in_worker_processes_then_report(tmp_path, capsys):
+    """The CLI path: a spawned worker process (1 thread), the results file, then the report on it."""
+    out = tmp_path / "bench"
+    argv = ["bench", "--task", "fm16", "--methods", "adam", "--seeds", "3", "--steps", "10", "--eval-every", "5",
+            "--period", "10", "--train-examples", "512", "--test-examples", "200", "--target", "60",
+            "--ladder", "30,50", "--out", str(out), "--workers", "1", "--no-progress"]
+    main(argv)
+    r = json.loads((out / "fm16" / "adam__seed3.json").read_text())
+    assert r["threads"] == 1 and r["train_examples"] == 512 and r["test_examples"] == 200
+    assert r["command"].startswith("nino-optim bench") and r["target"] == 0.6 and r["ladder"] == [0.3, 0.5]
+    assert r["curve"]["steps"] == [0, 5, 10]
+    main(argv)  # resumes: nothing to do
+    assert "1 already in" in capsys.readouterr().out
+    main(["report", "--runs", str(out), "--out", str(tmp_path / "docs")])
+    assert (tmp_path / "docs" / "curves.png").stat().st_size > 0
+    text = (tmp_path / "docs" / "README.md").read_text()
+    assert "| `adam` |" in text and "nino-optim bench --task fm16 --methods adam" in text  # the stored command
+    with pytest.raises(SystemExit, match="named twice"):
+        main(argv[:4] + ["adam,adam"] + argv[5:])
