@@ -240,7 +240,8 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
 
 
 def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike, per_seed: bool = True) -> Path:
-    """Test accuracy vs step, one panel per task: per-seed thin lines and the median over seeds, thresholds dashed."""
+    """Test accuracy vs step, one panel per task: per-seed thin lines and the median over seeds, thresholds dashed,
+    nowcasts dotted. The y axis is zoomed on the thresholds (from 6 points below the lowest)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,10 +271,13 @@ def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike,
             best = max([best] + [max(ys) for _, ys in curves if ys])
         for x in s["ladder"] + [s["target"]]:
             ax.axhline(100 * x, color="tab:red", ls="--", lw=0.7, alpha=0.6)
+        for step in sorted({n for r in results if r["task"] == task for n in r.get("nowcast_steps", [])}):
+            ax.axvline(step, color="grey", ls=":", lw=0.7, alpha=0.7)
         low = 100 * min(s["ladder"] + [s["target"]]) - 6
         ax.set_ylim(low, max(best, 100 * s["target"]) + 0.8)
         ax.set_xlim(0, s["steps_cap"])
-        ax.set_title(f"{s['task_name']} (target {_pct(s['target'])}; dashed: target and ladder)", fontsize=10)
+        ax.set_title(f"{s['task_name']} (target {_pct(s['target'])}; dashed: target and ladder; dotted: nowcasts)",
+                     fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
