@@ -21,10 +21,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _measure import GB, cap_address_space, reset_peak_rss, run_watched, status_bytes
 
 # name: (n_embd, n_layer, n_head)
 SIZES = {
@@ -37,35 +38,6 @@ SIZES = {
 OFFICIAL = {"3.4M": (2.7, None), "30M": (30.9, 6.6)}
 # Issue 5's targets: at most a third of the official figures.
 TARGET = {"3.4M": (0.9, None), "30M": (10.0, 2.2)}
-
-GB = 1024 ** 3
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _vm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (what ``ru_maxrss`` reports); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
 
 def child(size: str, max_gb: float, out: str) -> None:
     """Build one model's graph and write the measurements as JSON to ``out``."""
@@ -82,15 +54,9 @@ def child(size: str, max_gb: float, out: str) -> None:
                                        n_head=heads))
     params = sum(p.numel() for p in model.parameters())
     result = {"size": size, "params": params}
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = _vm_bytes() + int(max_gb * GB)
-        if hard == resource.RLIM_INFINITY or cap < hard:
-            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (OSError, ValueError):
-        pass
-    reset = _reset_peak_rss()
-    before = _rss_bytes()
+    cap_address_space(max_gb)
+    reset = reset_peak_rss()
+    before = status_bytes("VmRSS")
     if not reset:
         before = max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result.update(before_gb=before / GB, peak_reset=reset)
@@ -122,31 +88,11 @@ def run_size(size: str, timeout: float, max_gb: float) -> dict:
     out = Path(f"/tmp/graph_build_{os.getpid()}_{size}.json")
     out.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", size, "--max-gb", str(max_gb), "--out", str(out)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reason, peak_seen = None, 0
-    while proc.poll() is None:
-        elapsed = time.perf_counter() - start
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                rss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
-        except OSError:
-            rss = 0
-        peak_seen = max(peak_seen, rss)
-        if elapsed > timeout:
-            reason = f"timed out after {timeout:g} s"
-        elif rss > max_gb * GB:
-            reason = f"killed: RSS passed {max_gb:g} GB"
-        if reason:
-            proc.kill()
-            break
-        time.sleep(0.2)
-    log = proc.communicate()[0]
-    wall = time.perf_counter() - start
+    log, wall, reason, peak_seen, returncode = run_watched(cmd, timeout, max_gb)
     if reason is None and out.exists():
         result = json.loads(out.read_text())
     else:
-        tail = log.strip().splitlines()[-1][:200] if log.strip() else f"exit code {proc.returncode}"
+        tail = log.strip().splitlines()[-1][:200] if log.strip() else f"exit code {returncode}"
         result = {"size": size, "error": reason or f"child failed: {tail}"}
     out.unlink(missing_ok=True)
     result.update(wall_s=wall, watched_peak_gb=peak_seen / GB)

@@ -29,10 +29,11 @@ import gc
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _measure import GB, cap_address_space, peak_rss, reset_peak_rss, run_watched, status_bytes
 
 # name: (n_embd, n_layer, n_head)
 SIZES = {
@@ -50,33 +51,6 @@ OFFICIAL = {"3.4M": (65.5, 6.5)}
 TARGET = {"3.4M": (16.0, 2.2)}
 NOMINAL_STEP_S = 10.0  # the issue's ~10 s per training step (8 x 1024 tokens) on this machine
 MAX_SHARE = 0.3  # % of 1000 training steps the issue allows
-
-GB = 1024 ** 3
-
-
-def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss(reset: bool) -> int:
-    if reset:
-        return _status_bytes("VmHWM")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
 
 def _random_walk_states(flat, steps: int, seed: int = 0):
     """[P, steps] float32: flat, then a random walk from it (oldest to newest), step ~ 1e-3 * per-element noise."""
@@ -153,13 +127,7 @@ def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile
         return
 
     # Bound the nowcasts: the address space may grow by max_gb from here.
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = _status_bytes("VmSize") + int(max_gb * GB)
-        if hard == resource.RLIM_INFINITY or cap < hard:
-            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (OSError, ValueError):
-        pass
+    cap_address_space(max_gb)
 
     reference = None
     for i, spec in enumerate(chunks):
@@ -168,10 +136,10 @@ def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile
         result["runs"].append(run)
         nowcaster.chunk_size = chunk
         gc.collect()
-        reset = _reset_peak_rss()
-        before = _status_bytes("VmRSS")
+        reset = reset_peak_rss()
+        before = status_bytes("VmRSS")
         if not reset:
-            before = max(before, _peak_rss(False))
+            before = max(before, peak_rss(False))
         run["peak_reset"] = reset
         prof = None
         if profile and i == 0:
@@ -191,7 +159,7 @@ def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             run.update(user_s=ru1.ru_utime - ru0.ru_utime, sys_s=ru1.ru_stime - ru0.ru_stime,
                        load_before=load0, load_after=os.getloadavg()[0])
-            run["extra_gb"] = (_peak_rss(reset) - before) / GB
+            run["extra_gb"] = (peak_rss(reset) - before) / GB
             run["finite"] = bool(torch.isfinite(pred).all())
             if reference is None:
                 reference = pred
@@ -202,13 +170,13 @@ def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile
             del pred
         except MemoryError:
             run["error"] = f"out of memory (> {max_gb:g} GB address-space cap)"
-            run["extra_gb"] = (_peak_rss(reset) - before) / GB
+            run["extra_gb"] = (peak_rss(reset) - before) / GB
         except Exception as err:  # noqa: BLE001 - reported in the table
             if "can't allocate memory" in str(err):  # torch's allocator raises RuntimeError, not MemoryError
                 run["error"] = f"out of memory (> {max_gb:g} GB address-space cap)"
             else:
                 run["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-            run["extra_gb"] = (_peak_rss(reset) - before) / GB
+            run["extra_gb"] = (peak_rss(reset) - before) / GB
         if prof:
             import pstats
 
@@ -242,38 +210,18 @@ def run_size(size: str, args) -> dict:
         cmd.append("--do-train-step")
     if args.profile:
         cmd += ["--profile", str(args.profile)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reason, peak_seen, baseline = None, 0, None
-    while proc.poll() is None:
-        elapsed = time.perf_counter() - start
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                rss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
-        except OSError:
-            rss = 0
-        baseline = rss if baseline is None else baseline
-        peak_seen = max(peak_seen, rss)
-        if elapsed > args.timeout:
-            reason = f"timed out after {args.timeout:g} s"
-        elif rss > (args.max_gb + 6) * GB:  # model, graph, states and interpreter come on top of the nowcast
-            reason = f"killed: RSS passed {args.max_gb + 6:g} GB"
-        if reason:
-            proc.kill()
-            break
-        time.sleep(0.1)
-    log = proc.communicate()[0]
-    wall = time.perf_counter() - start
+    # model, graph, states and interpreter come on top of the nowcast's max_gb
+    log, wall, reason, peak_seen, returncode = run_watched(cmd, args.timeout, args.max_gb + 6, poll_s=0.1)
     if out.exists():
         result = json.loads(out.read_text())  # partial results survive a kill
         if reason:
             result["error"] = reason if "error" not in result else result["error"] + "; " + reason
     else:
-        tail = log.strip().splitlines()[-1][:200] if log.strip() else f"exit code {proc.returncode}"
+        tail = log.strip().splitlines()[-1][:200] if log.strip() else f"exit code {returncode}"
         result = {"size": size, "error": reason or f"child failed: {tail}", "runs": []}
-    if proc.returncode not in (0, None) and not reason and "error" not in result:
+    if returncode not in (0, None) and not reason and "error" not in result:
         tail = log.strip().splitlines()[-1][:200] if log.strip() else ""
-        result["error"] = f"child exit code {proc.returncode}: {tail}"
+        result["error"] = f"child exit code {returncode}: {tail}"
     out.unlink(missing_ok=True)
     result.update(wall_s=wall, watched_peak_gb=peak_seen / GB)
     return result
