@@ -7,8 +7,8 @@ import torch
 
 from conftest import GOLDEN, golden_case, golden_index, official_checkpoint
 from gpt_models import GPT
+from permutations import permuted_order, random_gnn, views
 from nino_optim import build_neural_graph, load_nowcaster
-from nino_optim.nowcast import NiNoConfig, NiNoGNN
 
 VARIANTS = {"fused_sdpa": dict(), "fused_softmax": dict(sdpa=False), "separate_sdpa": dict(fused=False),
             "separate_softmax": dict(fused=False, sdpa=False)}
@@ -89,11 +89,6 @@ def test_official_prediction_on_gpt_matches_golden(variant, k):
 
 
 # ---------------------------------------------------------------- symmetry
-def views(graph):
-    idx = torch.arange(graph.num_params)
-    return {p.name: idx[p.offset:p.offset + p.numel].view(p.shape) for p in graph.params}
-
-
 def gpt_order(graph, qk, v, hidden, fused):
     """Flat order for permuting block 0: ``qk`` the q/k features (together), ``v`` the value features,
     ``hidden`` the MLP neurons."""
@@ -106,14 +101,7 @@ def gpt_order(graph, qk, v, hidden, fused):
     else:
         for name, p in (("q", qk), ("k", qk), ("v", v)):
             perms.update({f"h.0.attn.{name}.weight": [(0, p)], f"h.0.attn.{name}.bias": [(0, p)]})
-    v_ = views(graph)
-    parts = []
-    for p in graph.params:
-        t = v_[p.name]
-        for dim, perm in perms.get(p.name, []):
-            t = t.index_select(dim, perm)
-        parts.append(t.reshape(-1))
-    return torch.cat(parts)
+    return permuted_order(graph, perms)
 
 
 def outputs(model, order, x):
@@ -123,14 +111,6 @@ def outputs(model, order, x):
     torch.nn.utils.vector_to_parameters(flat[order], other.parameters())
     with torch.no_grad():
         return model(x), other(x)
-
-
-def random_gnn():
-    torch.manual_seed(0)
-    gnn = NiNoGNN(NiNoConfig(hid=16))
-    for p in gnn.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    return gnn
 
 
 WITHIN = (torch.tensor([1, 3, 2, 0, 6, 4, 7, 5]), torch.tensor([2, 0, 3, 1, 5, 7, 4, 6]))  # within heads of 4
@@ -243,13 +223,7 @@ def test_multihead_attention_module():
         rows = torch.cat([qk, qk + 8, v + 16])
         perms = {"attn.in_proj_weight": [(0, rows)], "attn.in_proj_bias": [(0, rows)],
                  "attn.out_proj.weight": [(1, v)]}
-        parts = []
-        for p in graph.params:
-            t = views(graph)[p.name]
-            for dim, perm in perms.get(p.name, []):
-                t = t.index_select(dim, perm)
-            parts.append(t.reshape(-1))
-        return torch.cat(parts)
+        return permuted_order(graph, perms)
 
     def same_function(order):
         flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
@@ -284,13 +258,7 @@ def test_transformer_encoder_layer(norm_first):
         perms = {"1.self_attn.in_proj_weight": [(0, rows)], "1.self_attn.in_proj_bias": [(0, rows)],
                  "1.self_attn.out_proj.weight": [(1, v)], "1.linear1.weight": [(0, hidden)],
                  "1.linear1.bias": [(0, hidden)], "1.linear2.weight": [(1, hidden)]}
-        parts = []
-        for p in graph.params:
-            t = views(graph)[p.name]
-            for dim, perm in perms.get(p.name, []):
-                t = t.index_select(dim, perm)
-            parts.append(t.reshape(-1))
-        return torch.cat(parts)
+        return permuted_order(graph, perms)
 
     def same_function(order):
         flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()

@@ -5,6 +5,7 @@ import torch
 
 from llama_models import Llama
 from nino_optim import build_neural_graph
+from permutations import permuted_order
 from nino_optim.nowcast import NiNoConfig, NiNoGNN
 from test_attention import is_automorphism
 
@@ -27,24 +28,13 @@ def test_llama_graph():
     assert hist == {1: 808, 4: 40, 5: 104, 7: 128, 8: 128, 9: 128, 10: 56, 11: 32, 13: 155}
 
 
-def views(graph):
-    idx = torch.arange(graph.num_params)
-    return {p.name: idx[p.offset:p.offset + p.numel].view(p.shape) for p in graph.params}
-
-
 def order_for(graph, qk, v, hidden):
     pre = "layers.0."
     perms = {pre + "self_attn.q_proj.weight": [(0, qk)], pre + "self_attn.k_proj.weight": [(0, qk)],
              pre + "self_attn.v_proj.weight": [(0, v)], pre + "self_attn.o_proj.weight": [(1, v)],
              pre + "mlp.gate_proj.weight": [(0, hidden)], pre + "mlp.up_proj.weight": [(0, hidden)],
              pre + "mlp.down_proj.weight": [(1, hidden)]}
-    parts = []
-    for p in graph.params:
-        t = views(graph)[p.name]
-        for dim, perm in perms.get(p.name, []):
-            t = t.index_select(dim, perm)
-        parts.append(t.reshape(-1))
-    return torch.cat(parts)
+    return permuted_order(graph, perms)
 
 
 def outputs(model, order):

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import TwoLayer, fm16
 from nino_optim import build_neural_graph
-from nino_optim.nowcast import NiNoConfig, NiNoGNN
+from permutations import random_gnn, views
 
 RESIDUAL = 10
 
@@ -68,11 +68,6 @@ def build(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # these models must be understood completely
         return build_neural_graph(model, lpe=False)
-
-
-def views(graph):
-    idx = torch.arange(graph.num_params)
-    return {p.name: idx[p.offset:p.offset + p.numel].view(p.shape) for p in graph.params}
 
 
 def layer_nodes(graph, name):
@@ -191,14 +186,6 @@ def model_output_under(model, graph, order, x):
     model.eval(), permuted.eval()
     with torch.no_grad():
         return model(x), permuted(x)
-
-
-def random_gnn():
-    torch.manual_seed(0)
-    gnn = NiNoGNN(NiNoConfig(hid=16))
-    for p in gnn.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    return gnn
 
 
 def resnet_perms(hidden, stream, consistent=True):
