@@ -1,6 +1,7 @@
 """Shared fixtures: the reference data beside the repository (../shared) and the golden models."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -55,3 +56,31 @@ def fm16() -> nn.Sequential:
                        nn.Conv2d(32, 32, 3, padding="same"), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                        nn.Linear(32, 10))
     return fc
+
+
+def _fashion_mnist_available() -> bool:
+    from nino_optim.bench.data import is_available
+
+    return is_available()
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not _fashion_mnist_available(),
+    reason="Fashion-MNIST not installed: `sudo apt-get install dataset-fashion-mnist` or set NINO_FASHION_MNIST=<dir>")
+
+
+@functools.lru_cache(maxsize=1)
+def fashion_mnist():
+    """Fashion-MNIST, loaded once per test session."""
+    from nino_optim.bench.data import load_fashion_mnist
+
+    return load_fashion_mnist()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread is as fast on an idle machine and much faster on a busy shared one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,24 +6,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nino_optim.bench.data import is_available
+from conftest import needs_fashion_mnist
 from nino_optim.bench.runner import (BenchConfig, Method, official_dir, parse_method, parse_methods, result_path,
                                      run_benchmark)
 from nino_optim.bench.steps_to_target import _dataloader_batches
 from nino_optim.cli import main
 
-needs_data = pytest.mark.skipif(not is_available(), reason="Fashion-MNIST not installed: "
-                                "`apt-get install dataset-fashion-mnist` or set NINO_FASHION_MNIST=<dir>")
+needs_data = needs_fashion_mnist
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convnets: one torch thread is as fast on an idle machine and much faster on a busy shared one (see
-    ``set_threads``). Not in a conftest.py: other test packages import the top-level ``conftest`` by name."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(steps=20, eval_every=5, period=10, train_examples=1024, test_examples=300, target=0.6,

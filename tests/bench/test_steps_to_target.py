@@ -4,23 +4,16 @@ import math
 import pytest
 import torch
 
+from conftest import needs_fashion_mnist
 from nino_optim import NiNoAdam
 from nino_optim.bench import TASKS, build_model, load_fashion_mnist, train_steps_to_target
 from nino_optim.bench.data import DatasetMissingError, is_available
 from nino_optim.bench.steps_to_target import reduction
 
-needs_data = pytest.mark.skipif(not is_available(), reason="Fashion-MNIST not installed: "
-                                "`apt-get install dataset-fashion-mnist` or set NINO_FASHION_MNIST=<dir>")
+needs_data = needs_fashion_mnist
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convnets: one torch thread is as fast on an idle machine and much faster on a busy shared one (see
-    ``set_threads``). Not in a conftest.py: other test packages import the top-level ``conftest`` by name."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import TwoLayer, fm16
 from nino_optim import build_neural_graph
-from permutations import random_gnn, views
+from permutations import permuted_order, random_gnn, views
 
 RESIDUAL = 10
 
@@ -167,18 +167,6 @@ def test_to_edges_and_to_params_are_exact_inverses(model):
 
 
 # ---------------------------------------------------------------- symmetry
-def permutation_order(graph, perms):
-    """Flat index order of the permuted parameters: ``perms[name]`` lists (dim, permutation) pairs."""
-    v = views(graph)
-    parts = []
-    for p in graph.params:
-        t = v[p.name]
-        for dim, perm in perms.get(p.name, []):
-            t = t.index_select(dim, perm)
-        parts.append(t.reshape(-1))
-    return torch.cat(parts)
-
-
 def model_output_under(model, graph, order, x):
     flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     permuted = type(model)()
@@ -221,7 +209,7 @@ def test_function_preserving_permutation_permutes_the_prediction(case):
     torch.manual_seed(1)
     model = make()
     graph = build(model)
-    order = permutation_order(graph, perms())
+    order = permuted_order(graph, perms())
     assert not torch.equal(order, torch.arange(graph.num_params))
     out, out_perm = model_output_under(model, graph, order, inputs())
     assert torch.allclose(out, out_perm, atol=1e-5)  # the permutation preserves the function
@@ -238,7 +226,7 @@ def test_permutation_breaking_the_residual_stream_changes_function_and_predictio
     model = ResNet()
     graph = build(model)
     # permute b1's output side of the residual add but not the stem side: not a symmetry of the model
-    order = permutation_order(graph, resnet_perms(torch.arange(4), torch.tensor([1, 3, 0, 2]), consistent=False))
+    order = permuted_order(graph, resnet_perms(torch.arange(4), torch.tensor([1, 3, 0, 2]), consistent=False))
     out, out_perm = model_output_under(model, graph, order, torch.randn(2, 3, 8, 8))
     assert not torch.allclose(out, out_perm, atol=1e-3)
     gnn = random_gnn()

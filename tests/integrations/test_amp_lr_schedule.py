@@ -1,18 +1,15 @@
 """examples/amp_lr_schedule.py at a tiny size: bfloat16 autocast on the CPU, an LR scheduler drives NiNoAdam's
 base lr (``opt.param_groups``), the GradScaler path leaves the nowcast step alone, and the nowcast happens at
 the right optimizer step."""
-import functools
 import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from nino_optim.bench import data as fm_data
+from conftest import fashion_mnist, needs_fashion_mnist
 
-needs_data = pytest.mark.skipif(not fm_data.is_available(),
-                                reason=f"Fashion-MNIST not found in {fm_data.fashion_mnist_dir()} "
-                                       f"(sudo apt-get install dataset-fashion-mnist, or set NINO_FASHION_MNIST)")
+needs_data = needs_fashion_mnist
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "amp_lr_schedule.py"
 _spec = importlib.util.spec_from_file_location("amp_lr_schedule_example", EXAMPLE)
@@ -26,15 +23,10 @@ TINY = ["--device", "cpu", "--steps", str(STEPS), "--period", "10", "--lr", str(
 
 @pytest.fixture(autouse=True)
 def cached_data_and_threads(monkeypatch):
-    monkeypatch.setattr(example, "load_fashion_mnist", _load_once)
+    monkeypatch.setattr(example, "load_fashion_mnist", fashion_mnist)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_once():
-    return fm_data.load_fashion_mnist()
 
 
 @needs_data

@@ -6,14 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
+from conftest import needs_fashion_mnist
 from nino_optim.bench import data as fm_data
 
-needs_data = pytest.mark.skipif(not fm_data.is_available(),
-                                reason=f"Fashion-MNIST not found in {fm_data.fashion_mnist_dir()} "
-                                       f"(sudo apt-get install dataset-fashion-mnist, or set NINO_FASHION_MNIST)")
+needs_data = needs_fashion_mnist
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "checkpoint_resume.py"
 _spec = importlib.util.spec_from_file_location("checkpoint_resume_example", EXAMPLE)

@@ -1,17 +1,14 @@
 """examples/plain_loop.py at a tiny size: FM-16 on real Fashion-MNIST in a plain loop, the nowcast step skips
 forward/backward (``opt.need_grads``), and before the first nowcast NiNoAdam is exactly Adam."""
-import functools
 import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from nino_optim.bench import data as fm_data
+from conftest import fashion_mnist, needs_fashion_mnist
 
-pytestmark = pytest.mark.skipif(not fm_data.is_available(),
-                                reason=f"Fashion-MNIST not found in {fm_data.fashion_mnist_dir()} "
-                                       f"(sudo apt-get install dataset-fashion-mnist, or set NINO_FASHION_MNIST)")
+pytestmark = needs_fashion_mnist
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plain_loop.py"
 _spec = importlib.util.spec_from_file_location("plain_loop_example", EXAMPLE)
@@ -24,15 +21,10 @@ TINY = ["--period", "10", "--batch", "32", "--train-size", "512", "--test-size",
 @pytest.fixture(autouse=True)
 def cached_data_and_threads(monkeypatch):
     """Load Fashion-MNIST once for all runs of this module; restore torch's thread count afterwards."""
-    monkeypatch.setattr(example, "load_fashion_mnist", _load_once)
+    monkeypatch.setattr(example, "load_fashion_mnist", fashion_mnist)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_once():
-    return fm_data.load_fashion_mnist()
 
 
 def test_plain_loop_nowcast_skips_forward_backward():
