@@ -317,9 +317,9 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
     """
     cfgs = cfg if isinstance(cfg, list) else [cfg]
     jobs, skipped = [], []
-    for c in cfgs:
-        for m in methods:
-            for s in seeds:
+    for c in cfgs:  # seed-major, so that an interrupted benchmark has every method for its first seeds
+        for s in seeds:
+            for m in methods:
                 path = result_path(out, c.task, m, s)
                 if _check_existing(path, c):
                     skipped.append(str(path))
