@@ -9,8 +9,9 @@ Each model is a Hugging Face ``GPT2LMHeadModel`` built from a ``GPT2Config`` (GP
   (``nino_no_posw.pt``) and ``states`` = 5 random-walk states [P, 5] (float32) of the model's flat parameters;
 * extra GB: the process's peak RSS during the nowcast (``VmHWM``, reset through ``/proc/self/clear_refs``
   just before it) minus its RSS just before it; so the graph, LPE, states and checkpoint are excluded;
-* one row per ``chunk_size`` (``--chunks``; ``all`` = the number of edges, i.e. no chunking), and the max abs
-  difference of each row's prediction from the first row's (the outputs must agree to ~1e-5 in float32);
+* one row per ``chunk_size`` (``--chunks``; ``all`` = the number of edges, i.e. no chunking) and edge state
+  (``--edge-states``: float32, bfloat16 or recompute; see ``nowcast/stream.py``), and the max abs difference of
+  each row's prediction from the first row's (float32 rows must agree to ~1e-5);
 * % of 1000 steps: nowcast s / (1000 x 10 s), the issue's nominal step, and nowcast s / (1000 x step s) with
   step s = one AdamW step of the model at 8 x 1024 tokens measured in the same process (``--train-step``).
 
@@ -19,7 +20,8 @@ nowcasts (``RLIMIT_AS``), and the parent kills it if its RSS passes ``--max-gb``
 ``--timeout``; either is reported in the table rather than raised. ``--profile FILE`` writes cProfile
 statistics of the first nowcast of each size (FILE gets the size appended).
 
-    python benchmarks/nowcast_step.py [--sizes 1M 3.4M 7M 30M] [--chunks 262144 all] [--timeout 900]
+    python benchmarks/nowcast_step.py [--sizes 1M 3.4M 7M 30M] [--chunks 65536 all] [--edge-states float32]
+                                      [--timeout 900]
                                       [--max-gb 16] [--train-step 3.4M] [--json out.json] [--profile prof]
 """
 from __future__ import annotations
@@ -84,7 +86,8 @@ def _train_step_s(model, steps: int = 2) -> float:
     return took
 
 
-def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile: str | None, out: str) -> None:
+def child(size: str, chunks: list[str], edge_states: list[str], max_gb: float, train_step: bool,
+          profile: str | None, out: str) -> None:
     """Build one model's graph, run the nowcasts and write the measurements as JSON to ``out``."""
     import warnings
 
@@ -130,11 +133,12 @@ def child(size: str, chunks: list[str], max_gb: float, train_step: bool, profile
     cap_address_space(max_gb)
 
     reference = None
-    for i, spec in enumerate(chunks):
+    combos = [(spec, state) for spec in chunks for state in edge_states]
+    for i, (spec, state) in enumerate(combos):
         chunk = graph.num_edges if spec == "all" else int(spec)
-        run = {"chunk": spec, "chunk_size": chunk}
+        run = {"chunk": spec, "chunk_size": chunk, "edge_state": state}
         result["runs"].append(run)
-        nowcaster.chunk_size = chunk
+        nowcaster.chunk_size, nowcaster.edge_state = chunk, state
         gc.collect()
         reset = reset_peak_rss()
         before = status_bytes("VmRSS")
@@ -204,8 +208,8 @@ def run_size(size: str, args) -> dict:
     """Run one size in a fresh interpreter; watch its RSS; return its measurements or the reason it has none."""
     out = Path(f"/tmp/nowcast_step_{os.getpid()}_{size}.json")
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--child", size, "--chunks", *args.chunks, "--max-gb", str(args.max_gb),
-           "--out", str(out)]
+    cmd = [sys.executable, __file__, "--child", size, "--chunks", *args.chunks, "--edge-states", *args.edge_states,
+           "--max-gb", str(args.max_gb), "--out", str(out)]
     if size in args.train_step:
         cmd.append("--do-train-step")
     if args.profile:
@@ -232,7 +236,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| model | params | edges | build s | LPE s | chunk_size | nowcast s | CPU s (user+sys) | load | extra GB "
+    head = ("| model | params | edges | build s | LPE s | chunk_size, edge state | nowcast s | CPU s (user+sys) | load | extra GB "
             "| max abs diff "
             "| step s | % of 1000 × 10 s | % of 1000 measured steps | official s / GB | target s / GB |")
     rows = [head, "|" + "---|" * (head.count(" | ") + 1)]
@@ -252,7 +256,8 @@ def table(results: list[dict]) -> str:
             rows.append(f"{lead} | - | FAILED: {r.get('error', '?')} | - | - | - | - | - | - | - | {off} | {tgt} |")
             continue
         for run in r["runs"]:
-            label = f"{run['chunk_size']:,}" + (" (all)" if run["chunk"] == "all" else "")
+            label = (f"{run['chunk_size']:,}" + (" (all)" if run["chunk"] == "all" else "")
+                     + f" {run.get('edge_state', 'float32')}")
             if "nowcast_s" not in run:
                 rows.append(f"{lead} | {label} | FAILED: {run.get('error', r.get('error', '?'))} | - | - "
                             f"| {_fmt(run.get('extra_gb'), '.2f')} | - | {step_txt} | - | - | {off} | {tgt} |")
@@ -274,8 +279,10 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--chunks", nargs="+", default=[str(2**18), "all"],
+    parser.add_argument("--chunks", nargs="+", default=[str(2**16), "all"],
                         help="chunk_size values (integers, or 'all' = number of edges); the first is the reference")
+    parser.add_argument("--edge-states", nargs="+", default=["float32"], choices=["float32", "bfloat16", "recompute"],
+                        help="how edge features live between passes (each combined with every chunk size)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per size (whole subprocess)")
     parser.add_argument("--max-gb", type=float, default=16.0, help="memory cap for the nowcasts per size, GB")
     parser.add_argument("--train-step", nargs="*", default=["3.4M"], choices=list(SIZES),
@@ -290,14 +297,14 @@ def main() -> None:
         if c != "all" and not c.isdigit():
             parser.error(f"--chunks takes integers or 'all', got {c!r}")
     if args.child:
-        child(args.child, args.chunks, args.max_gb, args.do_train_step,
+        child(args.child, args.chunks, args.edge_states, args.max_gb, args.do_train_step,
               str(args.profile) if args.profile else None, args.out)
         return
     results = []
     for size in args.sizes:
         r = run_size(size, args)
         results.append(r)
-        runs = ", ".join(f"chunk {x['chunk']}: " + (f"{x['nowcast_s']:.1f} s, {x['extra_gb']:.2f} GB"
+        runs = ", ".join(f"chunk {x['chunk']} {x.get('edge_state', '')}: " + (f"{x['nowcast_s']:.1f} s, {x['extra_gb']:.2f} GB"
                                                     if "nowcast_s" in x else x.get("error", "?"))
                          for x in r.get("runs", []))
         print(f"[{size}] build {_fmt(r.get('build_s'), '.1f')} s, LPE {_fmt(r.get('lpe_s'), '.1f')} s; {runs}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .blocks import EdgeLayout, find_blocks
 from .lpe import laplacian_positional_encoding
 
 # Edge types of the official code (reference section 2.2).
@@ -64,6 +65,7 @@ class NeuralGraph:
     fallback: dict[str, str] = field(default_factory=dict)
     use_lpe: bool = True
     _lpe: torch.Tensor | None = field(default=None, repr=False)
+    _layout: EdgeLayout | None = field(default=None, repr=False)
 
     @property
     def num_edges(self) -> int:
@@ -102,6 +104,13 @@ class NeuralGraph:
     def has_lpe(self) -> bool:
         """Whether the positional encoding has been computed (or restored) already."""
         return self._lpe is not None
+
+    @property
+    def layout(self) -> EdgeLayout:
+        """The edges as dense bipartite blocks plus sparse leftovers (``graph/blocks.py``); cached."""
+        if self._layout is None:
+            self._layout = find_blocks(self.edge_index)
+        return self._layout
 
     def to_edges(self, states: torch.Tensor) -> torch.Tensor:
         """Map flat states to edge features.

@@ -18,6 +18,7 @@ from torch import nn
 from ..graph.neural_graph import NeuralGraph
 from .scaling import LayerwiseScaler
 from .scatter import scatter_add_
+from .stream import EDGE_STATES, stream_edge_forward
 
 
 @dataclass
@@ -74,21 +75,16 @@ class MessagePassing(nn.Module):
         self.post_nns = nn.ModuleList([nn.Sequential(nn.Linear(2 * hid, hid))])
         self.lin = nn.Linear(hid, hid)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int | None = None
-                ) -> torch.Tensor:
-        """x [N, D], e [E, D], edge_index [2, E] -> new x [N, D]. Works through the edges in chunks."""
-        chunk = chunk or e.shape[0]
+    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """x [N, D], e [E, D], edge_index [2, E] -> new x [N, D] (differentiable; ``stream.py`` for inference)."""
         hid = x.shape[1]
         pre = self.pre_nns[0][0]
         # pre([x_t, x_s]) = W_t x_t + W_s x_s + b: the node terms are computed once per node, not per edge.
         node_t = F.linear(x, pre.weight[:, :hid], pre.bias)
         node_s = F.linear(x, pre.weight[:, hid:])
         src, dst = edge_index
-        total = x.new_zeros(x.shape)
-        for start in range(0, e.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            gamma, beta = self.edge_encoder(e[sl]).float().chunk(2, dim=1)
-            scatter_add_(total, dst[sl], gamma * (node_t[dst[sl]] + node_s[src[sl]]) + beta)
+        gamma, beta = self.edge_encoder(e).chunk(2, dim=1)
+        total = scatter_add_(x.new_zeros(x.shape), dst, gamma * (node_t[dst] + node_s[src]) + beta)
         degree = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype)
         mean = total / degree[:, None]
         return self.lin(self.post_nns[0][0](torch.cat([x, mean], dim=1)))
@@ -101,20 +97,10 @@ class EdgeUpdate(nn.Module):
         super().__init__()
         self.lin_e, self.lin_s, self.lin_t, self.lin1 = (nn.Linear(hid, hid) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, chunk: int | None = None
-                ) -> torch.Tensor:
-        """New edge features [E, D] from node features x [N, D] and e [E, D].
-
-        With ``chunk`` (inference only), ``e`` is overwritten chunk by chunk so that only one E x D tensor lives.
-        """
+    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """New edge features [E, D] from node features x [N, D] and e [E, D] (differentiable)."""
         src, dst = edge_index
-        node_s, node_t = self.lin_s(x), self.lin_t(x)
-        if chunk is None:
-            return self.lin1(F.silu(self.lin_e(e) + node_s[src] + node_t[dst]))
-        for start in range(0, e.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            e[sl] = self.lin1(F.silu(self.lin_e(e[sl]) + node_s[src[sl]] + node_t[dst[sl]]))
-        return e
+        return self.lin1(F.silu(self.lin_e(e) + self.lin_s(x)[src] + self.lin_t(x)[dst]))
 
 
 class _GNN(nn.Module):
@@ -130,12 +116,18 @@ class NiNoGNN(nn.Module):
     Args:
         config: a ``NiNoConfig``.
         chunk_size: edges processed at once at inference, which bounds the working memory.
+        edge_state: how edge features live between inference passes: ``"float32"`` (E x D floats),
+            ``"bfloat16"`` (half that, rounded) or ``"recompute"`` (none kept, ~30% more compute, same outputs
+            as ``"float32"``). See ``nowcast/stream.py``.
     """
 
-    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**18):
+    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**16, edge_state: str = "float32"):
         super().__init__()
+        if edge_state not in EDGE_STATES:
+            raise ValueError(f"edge_state must be one of {EDGE_STATES}, got {edge_state!r}")
         self.config = config = config or NiNoConfig()
         self.chunk_size = chunk_size
+        self.edge_state = edge_state
         hid = config.hid
         self.layer_embed = nn.Embedding(config.edge_types, hid)
         self.edge_proj = Projection(config.max_feat_size * config.ctx, hid)
@@ -195,49 +187,19 @@ class NiNoGNN(nn.Module):
 
     @torch.no_grad()
     def edge_forward(self, edge_attr: torch.Tensor, graph: NeuralGraph, k: int) -> torch.Tensor:
-        """Predicted edge values at horizon k in normalised space, in bounded memory (inference).
+        """Predicted edge values at horizon k in normalised space, streamed in bounded memory (inference).
 
         Args:
             edge_attr: [E, F * c] scaled edge features, feature-major (``graph.to_edges`` of scaled states).
             graph: the neural graph (edge_index, edge_type, lpe, pos_w).
             k: horizon, 1-based, in state spacings (1..seq_len).
         Returns:
-            [E, F]: newest state + upd_scale * predicted change.
+            [E, F]: newest state + upd_scale * predicted change (``nowcast/stream.py``).
         """
-        cfg = self.config
-        n_feat = graph.feat_size
-        if not 1 <= k <= cfg.seq_len:
-            raise ValueError(f"horizon k must be in 1..{cfg.seq_len}, got {k}")
-        self._check(edge_attr, graph.num_edges, n_feat)
-        device, chunk = self.layer_embed.weight.device, self.chunk_size
-        edge_attr = edge_attr.to(device)
-        edge_index, edge_type = graph.edge_index.to(device), graph.edge_type.to(device)
-        num_edges = edge_attr.shape[0]
-
-        # Input projection: slicing the first F*c columns equals zero-padding the slots to max_feat_size.
-        proj = self.edge_proj.fc[0]
-        w_in = proj.weight[:, : n_feat * cfg.ctx]
-        e = torch.empty(num_edges, cfg.hid, device=device)
-        for start in range(0, num_edges, chunk):
-            sl = slice(start, start + chunk)
-            e[sl] = F.linear(edge_attr[sl].float(), w_in, proj.bias) + self.layer_embed(edge_type[sl])
-
-        x = self._node_features(graph.lpe, graph.pos_w, graph.num_nodes)
-        for conv, update in zip(self.gnn.convs, self.gnn.edge_update):
-            x = F.silu(conv(x, e, edge_index, chunk))
-            e = update(x, e, edge_index, chunk)
-
-        # DMS head: keep only the output rows of horizon k for the graph's F slots.
-        hidden_layer, out_layer = self.edge_out.fc[0], self.edge_out.fc[2]
-        w_out = out_layer.weight.view(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_feat, k - 1]
-        b_out = out_layer.bias.view(cfg.max_feat_size, cfg.seq_len)[:n_feat, k - 1]
-        newest = edge_attr.view(num_edges, n_feat, cfg.ctx)[:, :, -1]
-        out = torch.empty(num_edges, n_feat, device=device)
-        for start in range(0, num_edges, chunk):
-            sl = slice(start, start + chunk)
-            delta = F.linear(F.silu(hidden_layer(e[sl])), w_out, b_out)
-            out[sl] = newest[sl].float() + cfg.upd_scale * delta
-        return out
+        if not 1 <= k <= self.config.seq_len:
+            raise ValueError(f"horizon k must be in 1..{self.config.seq_len}, got {k}")
+        self._check(edge_attr, graph.num_edges, graph.feat_size)
+        return stream_edge_forward(self, edge_attr, graph, k, self.chunk_size, self.edge_state)
 
     @torch.no_grad()
     def predict(self, graph: NeuralGraph, states: torch.Tensor, k: int) -> torch.Tensor:

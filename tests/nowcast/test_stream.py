@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from conftest import fm16
+from gpt_models import GPT
+from nino_optim import build_neural_graph
+from nino_optim.nowcast import NiNoConfig, NiNoGNN
+from nino_optim.nowcast.stream import stream_edge_forward
+
+
+def _random_gnn(hid=32, std=0.2, seed=0) -> NiNoGNN:
+    torch.manual_seed(seed)
+    gnn = NiNoGNN(NiNoConfig(hid=hid))
+    for p in gnn.parameters():  # larger than the official init, so every term of the message matters
+        torch.nn.init.normal_(p, std=std)
+    return gnn
+
+
+@pytest.fixture(scope="module", params=["fm16", "gpt"])
+def graph_and_attr(request):
+    model = fm16() if request.param == "fm16" else GPT(vocab=200, d=16, layers=2, heads=2)
+    graph = build_neural_graph(model)
+    torch.manual_seed(1)
+    attr = graph.to_edges(torch.randn(graph.num_params, 5))
+    return graph, attr
+
+
+@pytest.mark.parametrize("chunk", [37, 1000, 10**7])
+@pytest.mark.parametrize("edge_state", ["float32", "recompute"])
+def test_streamed_inference_equals_the_differentiable_forward(graph_and_attr, chunk, edge_state):
+    graph, attr = graph_and_attr
+    gnn = _random_gnn()
+    reference = gnn(attr, graph.edge_index, graph.edge_type, graph.lpe, graph.pos_w)  # [E, F, K]
+    for k in (1, 17, 40):
+        out = stream_edge_forward(gnn, attr, graph, k, chunk, edge_state)
+        assert out.shape == (graph.num_edges, graph.feat_size)
+        assert (out - reference[:, :, k - 1]).abs().max() < 1e-5
+    assert (reference[:, :, 0] - attr.view(graph.num_edges, graph.feat_size, 5)[:, :, -1]).abs().max() > 0.1
+
+
+def test_recompute_gives_bitwise_the_stored_result(graph_and_attr):
+    graph, attr = graph_and_attr
+    gnn = _random_gnn()
+    stored = stream_edge_forward(gnn, attr, graph, 5, 500, "float32")
+    assert torch.equal(stream_edge_forward(gnn, attr, graph, 5, 500, "recompute"), stored)
+
+
+def test_bfloat16_edge_state_is_close(graph_and_attr):
+    graph, attr = graph_and_attr
+    gnn = _random_gnn()
+    exact = stream_edge_forward(gnn, attr, graph, 5, 500, "float32")
+    rounded = stream_edge_forward(gnn, attr, graph, 5, 500, "bfloat16")
+    change = (exact - attr.view(graph.num_edges, graph.feat_size, 5)[:, :, -1]).abs().mean()
+    assert (rounded - exact).abs().mean() < 0.05 * change
+    assert not torch.equal(rounded, exact)
+
+
+def test_a_graph_without_blocks_gives_the_same_result():
+    graph = build_neural_graph(fm16(), lpe=False)
+    torch.manual_seed(2)
+    attr = graph.to_edges(torch.randn(graph.num_params, 5))
+    gnn = _random_gnn()
+    with_blocks = stream_edge_forward(gnn, attr, graph, 3, 1000)
+    graph.layout.blocks.clear()  # everything through the sparse path
+    graph.layout.sparse = torch.arange(graph.num_edges)
+    assert (stream_edge_forward(gnn, attr, graph, 3, 1000) - with_blocks).abs().max() < 1e-5
+
+
+def test_unknown_edge_state_is_refused():
+    with pytest.raises(ValueError, match="edge_state"):
+        NiNoGNN(NiNoConfig(hid=8), edge_state="float16")
