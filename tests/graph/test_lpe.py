@@ -38,7 +38,8 @@ def test_sparse_path_agrees_with_dense():
     v = graph.lpe.double().numpy()
     rayleigh = np.einsum("ij,ik,kj->j", v, lap, v) / (v * v).sum(0)
     assert np.allclose(rayleigh, vals, atol=1e-5)
-    assert torch.equal(laplacian_positional_encoding(graph.edge_index, graph.num_nodes), graph.lpe)
+    assert torch.equal(laplacian_positional_encoding(graph.edge_index, graph.num_nodes, layout=graph.layout),
+                       graph.lpe)
 
 
 def test_small_graph_pads_missing_eigenvectors():
@@ -49,3 +50,43 @@ def test_small_graph_pads_missing_eigenvectors():
 
 def test_lpe_false_gives_zeros():
     assert torch.all(build_neural_graph(fm16(), lpe=False).lpe == 0)
+
+
+def _assert_block_operator_matches(graph):
+    from nino_optim.graph.lpe import block_laplacian
+
+    op = block_laplacian(graph.edge_index, graph.num_nodes, graph.layout)
+    assert op is not None
+    lap = normalized_laplacian(graph.edge_index, graph.num_nodes)
+    x = np.random.default_rng(0).standard_normal((graph.num_nodes, 3))
+    for j in range(3):
+        assert np.abs(op.matvec(x[:, j]) - lap @ x[:, j]).max() < 1e-12
+
+
+def test_blockwise_laplacian_equals_the_explicit_one():
+    from gpt_models import GPT
+
+    # the GPT graph has k edges repeating q's node pairs: the unweighted adjacency must count them once
+    for model in (GPT(vocab=300, d=16, layers=2, heads=2), nn.Sequential(nn.Linear(30, 40), nn.ReLU(),
+                                                                           nn.Linear(40, 50))):
+        graph = build_neural_graph(model)
+        _assert_block_operator_matches(graph)
+        # eigenvectors of repeated eigenvalues are not unique, so check what they are rather than their values
+        lap = normalized_laplacian(graph.edge_index, graph.num_nodes).toarray()
+        v = graph.lpe.double().numpy()
+        rayleigh = np.einsum("ij,ik,kj->j", v, lap, v) / (v * v).sum(0)
+        assert np.allclose(rayleigh, np.linalg.eigvalsh(lap)[1:9], atol=1e-5)
+        assert np.abs(lap @ v - v * rayleigh).max() < 1e-5
+
+
+def test_overlapping_blocks_fall_back_to_the_explicit_matrix():
+    from nino_optim.graph.blocks import find_blocks
+    from nino_optim.graph.lpe import block_laplacian
+
+    grid = torch.stack([torch.arange(20).repeat_interleave(10), 100 + torch.arange(10).repeat(20)])
+    edge_index = torch.cat([grid, grid], dim=1)  # the same 200 pairs twice: two blocks covering the same pairs
+    layout = find_blocks(edge_index, min_edges=100)
+    assert len(layout.blocks) == 2
+    assert block_laplacian(edge_index, 110, layout) is None
+    assert torch.equal(laplacian_positional_encoding(edge_index, 110, layout=layout),
+                       laplacian_positional_encoding(edge_index, 110))

@@ -88,7 +88,7 @@ class NeuralGraph:
         """
         if self._lpe is None:
             if self.use_lpe:
-                self._lpe = laplacian_positional_encoding(self.edge_index, self.num_nodes, LPE_DIM)
+                self._lpe = laplacian_positional_encoding(self.edge_index, self.num_nodes, LPE_DIM, self.layout)
             else:
                 self._lpe = torch.zeros(self.num_nodes, LPE_DIM)
         return self._lpe
