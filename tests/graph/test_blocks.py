@@ -7,9 +7,13 @@ from nino_optim.graph.blocks import Block, find_blocks
 
 
 def _edges_of(block: Block) -> torch.Tensor:
-    """[2, n] the (src, dst) pairs a source-major block stands for."""
-    i = torch.arange(block.n_src).repeat_interleave(block.n_dst)
-    j = torch.arange(block.n_dst).repeat(block.n_src)
+    """[2, n] the (src, dst) pairs a block stands for, in edge order."""
+    if block.target_major:
+        j = torch.arange(block.n_dst).repeat_interleave(block.n_src)
+        i = torch.arange(block.n_src).repeat(block.n_dst)
+    else:
+        i = torch.arange(block.n_src).repeat_interleave(block.n_dst)
+        j = torch.arange(block.n_dst).repeat(block.n_src)
     return torch.stack([block.src + i, block.dst + j])
 
 
@@ -30,11 +34,12 @@ def test_a_hand_made_edge_list_is_split_into_its_blocks():
     dense = _edges_of(Block(0, 10, 20, 3, 4))  # 12 edges: sources 10..12 x targets 20..23
     odd = torch.tensor([[5, 6, 5], [5, 6, 7]])  # self-loops and a stray edge
     other = _edges_of(Block(0, 0, 30, 2, 8))  # 16 edges
-    edge_index = torch.cat([dense, odd, other], dim=1)
+    keys = _edges_of(Block(0, 40, 50, 5, 3, target_major=True))  # 15 edges: 40..44 -> 50, then -> 51, -> 52
+    edge_index = torch.cat([dense, odd, other, keys], dim=1)
     layout = _check_partition(edge_index, min_edges=10)
-    assert layout.blocks == [Block(0, 10, 20, 3, 4), Block(15, 0, 30, 2, 8)]
+    assert layout.blocks == [Block(0, 10, 20, 3, 4), Block(15, 0, 30, 2, 8), Block(31, 40, 50, 5, 3, True)]
     assert layout.sparse.tolist() == [12, 13, 14]
-    assert find_blocks(edge_index, min_edges=13).blocks == [Block(15, 0, 30, 2, 8)]
+    assert find_blocks(edge_index, min_edges=16).blocks == [Block(15, 0, 30, 2, 8)]
 
 
 def test_shuffled_edges_have_no_blocks_but_stay_covered():
@@ -59,3 +64,7 @@ def test_split_keeps_whole_rows_and_covers_the_block():
     assert torch.equal(torch.cat([_edges_of(p) for p in parts], dim=1), _edges_of(block))
     assert [p.start for p in parts] == [100, 118, 136, 154]
     assert block.split(2) == [Block(100 + 6 * r, 7 + r, 50, 1, 6) for r in range(10)]  # a row is never cut
+    columns = Block(0, 7, 50, 10, 6, target_major=True)
+    parts = columns.split(25)
+    assert [(p.dst, p.n_dst) for p in parts] == [(50, 2), (52, 2), (54, 2)]
+    assert torch.equal(torch.cat([_edges_of(p) for p in parts], dim=1), _edges_of(columns))

@@ -79,14 +79,28 @@ def test_blockwise_laplacian_equals_the_explicit_one():
         assert np.abs(lap @ v - v * rayleigh).max() < 1e-5
 
 
-def test_overlapping_blocks_fall_back_to_the_explicit_matrix():
+def _grid(sources: range, targets: range) -> torch.Tensor:
+    return torch.stack([torch.tensor(sources).repeat_interleave(len(targets)),
+                        torch.tensor(targets).repeat(len(sources))])
+
+
+def test_repeated_blocks_count_once_and_partial_overlaps_fall_back():
     from nino_optim.graph.blocks import find_blocks
     from nino_optim.graph.lpe import block_laplacian
 
-    grid = torch.stack([torch.arange(20).repeat_interleave(10), 100 + torch.arange(10).repeat(20)])
-    edge_index = torch.cat([grid, grid], dim=1)  # the same 200 pairs twice: two blocks covering the same pairs
-    layout = find_blocks(edge_index, min_edges=100)
+    grid = _grid(range(20), range(100, 110))
+    reversed_target_major = _grid(range(100, 110), range(20)).flip(0)  # the same pairs, reversed
+    repeated = torch.cat([grid, reversed_target_major], dim=1)
+    layout = find_blocks(repeated, min_edges=100)
+    assert len(layout.blocks) == 2 and layout.blocks[1].target_major
+    op = block_laplacian(repeated, 110, layout)
+    lap = normalized_laplacian(repeated, 110)
+    x = np.random.default_rng(1).standard_normal(110)
+    assert np.abs(op.matvec(x) - lap @ x).max() < 1e-12
+
+    partial = torch.cat([grid, _grid(range(10, 30), range(105, 115))], dim=1)
+    layout = find_blocks(partial, min_edges=100)
     assert len(layout.blocks) == 2
-    assert block_laplacian(edge_index, 110, layout) is None
-    assert torch.equal(laplacian_positional_encoding(edge_index, 110, layout=layout),
-                       laplacian_positional_encoding(edge_index, 110))
+    assert block_laplacian(partial, 115, layout) is None
+    assert torch.equal(laplacian_positional_encoding(partial, 115, layout=layout),
+                       laplacian_positional_encoding(partial, 115))

@@ -69,3 +69,16 @@ def test_a_graph_without_blocks_gives_the_same_result():
 def test_unknown_edge_state_is_refused():
     with pytest.raises(ValueError, match="edge_state"):
         NiNoGNN(NiNoConfig(hid=8), edge_state="float16")
+
+
+def test_small_and_target_major_blocks_give_the_same_result():
+    from nino_optim.graph.blocks import find_blocks
+
+    graph = build_neural_graph(GPT(vocab=50, d=16, layers=1, heads=2))
+    torch.manual_seed(3)
+    attr = graph.to_edges(torch.randn(graph.num_params, 5))
+    gnn = _random_gnn()
+    reference = gnn(attr, graph.edge_index, graph.edge_type, graph.lpe, graph.pos_w)[:, :, 9]
+    graph._layout = find_blocks(graph.edge_index, min_edges=8)  # attention keys become target-major blocks
+    assert any(b.target_major for b in graph.layout.blocks)
+    assert (stream_edge_forward(gnn, attr, graph, 10, 100) - reference).abs().max() < 1e-5

@@ -60,15 +60,28 @@ class _Piece:
             table.index_copy_(0, self.ids, values.to(table.dtype))
 
     def _grid(self, values: torch.Tensor) -> torch.Tensor:
+        """values [n, D] as the block's array: [n_src, n_dst, D], or [n_dst, n_src, D] if target-major."""
         b = self.block
-        return values.view(b.n_src, b.n_dst, values.shape[-1])
+        rows, cols = (b.n_dst, b.n_src) if b.target_major else (b.n_src, b.n_dst)
+        return values.view(rows, cols, values.shape[-1])
+
+    def _at_src(self, node: torch.Tensor) -> torch.Tensor:
+        """node [N, D] cut to the block's sources, shaped to broadcast against ``_grid``."""
+        b = self.block
+        part = node[b.src: b.src + b.n_src]
+        return part[None] if b.target_major else part[:, None]
+
+    def _at_dst(self, node: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        part = node[b.dst: b.dst + b.n_dst]
+        return part[:, None] if b.target_major else part[None]
 
     def add_node_terms_(self, values: torch.Tensor, by_src: torch.Tensor, by_dst: torch.Tensor) -> None:
         """``values[e] += by_src[src(e)] + by_dst[dst(e)]`` in place. values [n, D]; by_src, by_dst [N, D]."""
         if self.block is not None:
-            b, grid = self.block, self._grid(values)
-            grid += by_src[b.src: b.src + b.n_src, None]
-            grid += by_dst[None, b.dst: b.dst + b.n_dst]
+            grid = self._grid(values)
+            grid += self._at_src(by_src)
+            grid += self._at_dst(by_dst)
         else:
             values += by_src.index_select(0, self.src)
             values += by_dst.index_select(0, self.dst)
@@ -76,8 +89,7 @@ class _Piece:
     def mul_src_(self, values: torch.Tensor, by_src: torch.Tensor) -> None:
         """``values[e] *= by_src[src(e)]`` in place."""
         if self.block is not None:
-            b = self.block
-            self._grid(values).mul_(by_src[b.src: b.src + b.n_src, None])
+            self._grid(values).mul_(self._at_src(by_src))
         else:
             values *= by_src.index_select(0, self.src)
 
@@ -85,7 +97,7 @@ class _Piece:
         """``out[dst(e)] += values[e]`` for these edges. out [N, D], values [n, D]."""
         if self.block is not None:
             b = self.block
-            out[b.dst: b.dst + b.n_dst] += self._grid(values).sum(0)
+            out[b.dst: b.dst + b.n_dst] += self._grid(values).sum(1 if b.target_major else 0)
         else:
             out.index_add_(0, self.dst, values)
 
