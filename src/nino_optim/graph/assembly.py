@@ -113,6 +113,7 @@ class GraphAssembly:
         self._blocks.append(_Block(src.long(), dst.long(), etype, -1, None, order))
 
     def finish(self, *, fallback: dict[str, str], lpe: bool) -> NeuralGraph:
+        """The ``NeuralGraph``. Consumes the collected blocks (their tensors are released): call it once."""
         rep = torch.arange(self.num_nodes)
         for a in self._alias:
             b = a
@@ -133,7 +134,6 @@ class GraphAssembly:
 
         blocks = sorted((b for b in self._blocks if b.src.numel()), key=lambda b: b.order)  # stable: blocks of one parameter keep their order
         feat_size = max([1] + [b.elem.shape[1] for b in blocks if b.elem is not None])
-        offsets = {}
         total = 0
         param_sizes = [math.prod(s) for _, s in self.named_shapes]
         starts = [0]
@@ -141,13 +141,16 @@ class GraphAssembly:
             starts.append(starts[-1] + size)
         param_edge = torch.full((starts[-1],), -1, dtype=torch.long)
         param_slot = torch.full((starts[-1],), -1, dtype=torch.long)
-        src_parts, dst_parts, type_parts = [], [], []
+        # Written straight into preallocated arrays, each block's tensors released once written: a 30M-parameter
+        # GPT has 30M edges, and lists of parts plus their concatenation would hold them three times over.
+        num_edges = sum(b.src.numel() for b in blocks) + n
+        edge_index = torch.empty(2, num_edges, dtype=torch.long)
+        edge_type = torch.empty(num_edges, dtype=torch.long)
         for b in blocks:
             m = b.src.numel()
-            offsets[id(b)] = total
-            src_parts.append(relabel[b.src])
-            dst_parts.append(relabel[b.dst])
-            type_parts.append(torch.full((m,), b.etype, dtype=torch.long))
+            torch.index_select(relabel, 0, b.src, out=edge_index[0, total: total + m])
+            torch.index_select(relabel, 0, b.dst, out=edge_index[1, total: total + m])
+            edge_type[total: total + m] = b.etype
             if b.elem is not None:
                 edge = (total + torch.arange(m))[:, None].expand_as(b.elem)
                 slot = torch.arange(b.elem.shape[1])[None, :].expand_as(b.elem)
@@ -160,11 +163,11 @@ class GraphAssembly:
                     flat = starts[b.param] + b.elem[valid]
                     param_edge[flat] = edge[valid]
                     param_slot[flat] = slot[valid]
+            b.src = b.dst = torch.zeros(0, dtype=torch.long)
+            b.elem = None if b.elem is None else b.elem[:0]
             total += m
-        loops = torch.arange(n)
-        src_parts.append(loops)
-        dst_parts.append(loops)
-        type_parts.append(torch.full((n,), SELF_LOOP, dtype=torch.long))
+        edge_index[:, total:] = torch.arange(n)  # self-loops
+        edge_type[total:] = SELF_LOOP
 
         for b in reversed(blocks):  # a parameter's type: that of its first block
             if b.param >= 0:
@@ -182,8 +185,8 @@ class GraphAssembly:
             pos_w[relabel[nodes]] = values
         return NeuralGraph(
             num_nodes=n,
-            edge_index=torch.stack([torch.cat(src_parts), torch.cat(dst_parts)]).long(),
-            edge_type=torch.cat(type_parts),
+            edge_index=edge_index,
+            edge_type=edge_type,
             feat_size=feat_size,
             params=params,
             param_edge=param_edge,
