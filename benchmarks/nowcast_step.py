@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--chunks", nargs="+", default=[str(2**16), "all"],
                         help="chunk_size values (integers, or 'all' = number of edges); the first is the reference")
-    parser.add_argument("--edge-states", nargs="+", default=["float32"], choices=["float32", "bfloat16", "recompute"],
+    parser.add_argument("--edge-states", nargs="+", default=["float32"], choices=["auto", "float32", "bfloat16", "recompute"],
                         help="how edge features live between passes (each combined with every chunk size)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per size (whole subprocess)")
     parser.add_argument("--max-gb", type=float, default=16.0, help="memory cap for the nowcasts per size, GB")

@@ -26,7 +26,7 @@ def graph_and_attr(request):
 
 
 @pytest.mark.parametrize("chunk", [37, 1000, 10**7])
-@pytest.mark.parametrize("edge_state", ["float32", "recompute"])
+@pytest.mark.parametrize("edge_state", ["auto", "float32", "recompute"])
 def test_streamed_inference_equals_the_differentiable_forward(graph_and_attr, chunk, edge_state):
     graph, attr = graph_and_attr
     gnn = _random_gnn()

@@ -117,11 +117,11 @@ class NiNoGNN(nn.Module):
         config: a ``NiNoConfig``.
         chunk_size: edges processed at once at inference, which bounds the working memory.
         edge_state: how edge features live between inference passes: ``"float32"`` (E x D floats),
-            ``"bfloat16"`` (half that, rounded) or ``"recompute"`` (none kept, ~30% more compute, same outputs
-            as ``"float32"``). See ``nowcast/stream.py``.
+            ``"bfloat16"`` (half that, rounded), ``"recompute"`` (none kept, ~10-30% more time, same outputs as
+            ``"float32"``) or ``"auto"``: float32 up to 256 MiB, else recompute. See ``nowcast/stream.py``.
     """
 
-    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**16, edge_state: str = "float32"):
+    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**16, edge_state: str = "auto"):
         super().__init__()
         if edge_state not in EDGE_STATES:
             raise ValueError(f"edge_state must be one of {EDGE_STATES}, got {edge_state!r}")

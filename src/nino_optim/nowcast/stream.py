@@ -17,7 +17,8 @@ where node terms broadcast over an [n_src, n_dst, D] view and sums at targets ar
 chunks of the remaining sparse edges, which gather and ``index_add_``. The live edge state between passes is
 kept in ``edge_state``: ``"float32"`` (exact), ``"bfloat16"`` (half the memory; inputs to each pass rounded) or
 ``"recompute"`` (nothing kept: each pass rebuilds its input from the edge attributes, ~2 extra D x D products
-per edge and pass; the outputs are bitwise those of ``"float32"``).
+per edge and pass; the outputs are bitwise those of ``"float32"``). ``"auto"`` (the default) keeps float32
+up to 256 MiB of edge features and recomputes beyond, so memory stays bounded by the chunk size.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 from ..graph.blocks import Block
 from ..graph.neural_graph import NeuralGraph
 
-EDGE_STATES = ("float32", "bfloat16", "recompute")
+EDGE_STATES = ("auto", "float32", "bfloat16", "recompute")
+AUTO_STORE_BYTES = 2**28  # "auto" keeps float32 edge features up to this size (256 MiB), else recomputes
 
 
 @dataclass
@@ -128,7 +130,8 @@ def stream_edge_forward(gnn, edge_attr: torch.Tensor, graph: NeuralGraph, k: int
         graph: the neural graph of ``edge_attr``.
         k: horizon, 1..seq_len.
         chunk: at most this many edges per piece (a block row wider than ``chunk`` is one piece).
-        edge_state: ``"float32"``, ``"bfloat16"`` or ``"recompute"`` (how the edge features live between passes).
+        edge_state: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"recompute"`` (how the edge features live
+            between passes).
     Returns:
         [E, F] float32: newest state + upd_scale * predicted change, in normalised space.
     """
@@ -200,6 +203,8 @@ def stream_edge_forward(gnn, edge_attr: torch.Tensor, graph: NeuralGraph, k: int
     def new_sums() -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(num_nodes, hid, device=device), torch.zeros(num_nodes, hid, device=device)
 
+    if edge_state == "auto":
+        edge_state = "float32" if num_edges * hid * 4 <= AUTO_STORE_BYTES else "recompute"
     degree = torch.bincount(graph.edge_index[1].to(device), minlength=num_nodes).float()
     layers = cfg.mp_layers
     store = None if edge_state == "recompute" else torch.empty(num_edges, hid, device=device,
