@@ -84,3 +84,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def _official_gnn():
+    from nino_optim import load_nowcaster
+
+    return load_nowcaster(official_checkpoint("nino_no_posw.pt"))
+
+
+@pytest.fixture(params=["random", "official"])
+def symmetry_gnn(request):
+    """The GNNs every symmetry test runs with: small with large random weights, and the official checkpoint."""
+    if request.param == "official":
+        return _official_gnn()
+    from permutations import random_gnn
+
+    return random_gnn()

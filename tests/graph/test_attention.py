@@ -7,7 +7,7 @@ import torch
 
 from conftest import GOLDEN, golden_case, golden_index, official_checkpoint
 from gpt_models import GPT
-from permutations import permuted_order, random_gnn, views
+from permutations import permuted_order, views
 from nino_optim import build_neural_graph, load_nowcaster
 
 VARIANTS = {"fused_sdpa": dict(), "fused_softmax": dict(sdpa=False), "separate_sdpa": dict(fused=False),
@@ -131,12 +131,12 @@ def test_key_bias_wiring():
 
 @pytest.mark.parametrize("variant", ["fused_sdpa", "separate_softmax"])
 @pytest.mark.parametrize("key_bias", ["keys", "official"])
-def test_within_head_permutation_permutes_the_prediction(variant, key_bias):
+def test_within_head_permutation_permutes_the_prediction(variant, key_bias, symmetry_gnn):
     torch.manual_seed(1)
     model = GPT(**VARIANTS[variant])
     graph = build(model, key_bias=key_bias)
     x = torch.randint(0, 11, (2, 5))
-    gnn = random_gnn()
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     pred = gnn.predict(graph, states, 3)
     fused = "fused" in variant
@@ -178,7 +178,7 @@ def is_automorphism(graph, order):
 
 
 @pytest.mark.parametrize("variant", ["fused_sdpa", "separate_softmax"])
-def test_across_head_permutation_changes_function_and_graph(variant):
+def test_across_head_permutation_changes_function_and_graph(variant, symmetry_gnn):
     torch.manual_seed(1)
     model = GPT(**VARIANTS[variant])
     graph = build(model, key_bias="keys")
@@ -191,7 +191,7 @@ def test_across_head_permutation_changes_function_and_graph(variant):
     assert not is_automorphism(graph, order)
     # With zero node features the GNN cannot see it: head nodes only send messages, so every head node keeps
     # the same state (the official model has the same limit). Laplacian features tell the heads apart.
-    gnn = random_gnn()
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     graph_lpe = build_neural_graph(GPT(**VARIANTS[variant]), lpe=True, key_bias="keys")
     pred = gnn.predict(graph_lpe, states, 3)
@@ -240,7 +240,7 @@ def test_multihead_attention_module():
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_transformer_encoder_layer(norm_first):
+def test_transformer_encoder_layer(norm_first, symmetry_gnn):
     torch.manual_seed(1)
 
     def make():
@@ -267,7 +267,7 @@ def test_transformer_encoder_layer(norm_first):
         with torch.no_grad():
             return torch.allclose(model(x), other(x), atol=1e-5)
 
-    gnn = random_gnn()
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     pred = gnn.predict(graph, states, 3)
     for qk, v in (WITHIN, (HEAD_SWAP, HEAD_SWAP)):

@@ -65,9 +65,7 @@ def hf_order(graph, qk, v, hidden):
     return torch.cat(parts)
 
 
-def test_hf_gpt2_within_head_symmetry():
-    from nino_optim.nowcast import NiNoConfig, NiNoGNN
-
+def test_hf_gpt2_within_head_symmetry(symmetry_gnn):
     model = tiny_gpt2().eval()
     graph = build(model, key_bias="keys")
     order = hf_order(graph, torch.tensor([1, 3, 2, 0, 6, 4, 7, 5]), torch.tensor([2, 0, 3, 1, 5, 7, 4, 6]),
@@ -78,10 +76,7 @@ def test_hf_gpt2_within_head_symmetry():
     torch.nn.utils.vector_to_parameters(flat[order], permuted.parameters())
     with torch.no_grad():
         assert torch.allclose(model(x).logits, permuted(x).logits, atol=1e-5)
-    torch.manual_seed(0)
-    gnn = NiNoGNN(NiNoConfig(hid=16))
-    for p in gnn.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     assert torch.allclose(gnn.predict(graph, states[order], 3), gnn.predict(graph, states, 3)[order], atol=1e-5)
 

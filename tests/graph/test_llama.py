@@ -6,7 +6,6 @@ import torch
 from llama_models import Llama
 from nino_optim import build_neural_graph
 from permutations import permuted_order
-from nino_optim.nowcast import NiNoConfig, NiNoGNN
 from test_attention import is_automorphism
 
 X = torch.randint(0, 13, (1, 6), generator=torch.Generator().manual_seed(0))
@@ -52,14 +51,11 @@ V_WITHIN = torch.tensor([3, 0, 1, 2, 5, 7, 6, 4])
 ACROSS = torch.tensor([4, 1, 2, 3, 0, 5, 6, 7])
 
 
-def test_llama_symmetries():
+def test_llama_symmetries(symmetry_gnn):
     torch.manual_seed(1)
     model = Llama()
     graph = build(model)
-    torch.manual_seed(0)
-    gnn = NiNoGNN(NiNoConfig(hid=16))
-    for p in gnn.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     pred = gnn.predict(graph, states, 3)
     hidden = torch.randperm(12)

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import TwoLayer, fm16
 from nino_optim import build_neural_graph
-from permutations import permuted_order, random_gnn, views
+from permutations import permuted_order, views
 
 RESIDUAL = 10
 
@@ -204,7 +204,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_function_preserving_permutation_permutes_the_prediction(case):
+def test_function_preserving_permutation_permutes_the_prediction(case, symmetry_gnn):
     make, perms, inputs = CASES[case]
     torch.manual_seed(1)
     model = make()
@@ -213,7 +213,7 @@ def test_function_preserving_permutation_permutes_the_prediction(case):
     assert not torch.equal(order, torch.arange(graph.num_params))
     out, out_perm = model_output_under(model, graph, order, inputs())
     assert torch.allclose(out, out_perm, atol=1e-5)  # the permutation preserves the function
-    gnn = random_gnn()
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     pred = gnn.predict(graph, states, 3)
     pred_perm = gnn.predict(graph, states[order], 3)
@@ -221,7 +221,7 @@ def test_function_preserving_permutation_permutes_the_prediction(case):
     assert not torch.allclose(pred, states[:, -1], atol=1e-3)  # it predicts something
 
 
-def test_permutation_breaking_the_residual_stream_changes_function_and_prediction():
+def test_permutation_breaking_the_residual_stream_changes_function_and_prediction(symmetry_gnn):
     torch.manual_seed(1)
     model = ResNet()
     graph = build(model)
@@ -229,7 +229,7 @@ def test_permutation_breaking_the_residual_stream_changes_function_and_predictio
     order = permuted_order(graph, resnet_perms(torch.arange(4), torch.tensor([1, 3, 0, 2]), consistent=False))
     out, out_perm = model_output_under(model, graph, order, torch.randn(2, 3, 8, 8))
     assert not torch.allclose(out, out_perm, atol=1e-3)
-    gnn = random_gnn()
+    gnn = symmetry_gnn
     states = torch.randn(graph.num_params, 5)
     pred = gnn.predict(graph, states, 3)
     pred_perm = gnn.predict(graph, states[order], 3)
