@@ -101,3 +101,21 @@ def symmetry_gnn(request):
     from permutations import random_gnn
 
     return random_gnn()
+
+
+def _kjv_available() -> bool:
+    import shutil
+
+    return shutil.which("bible") is not None
+
+
+needs_kjv = pytest.mark.skipif(not _kjv_available(), reason="the King James Bible of the Debian package "
+                               "bible-kjv is not installed (`sudo apt-get install bible-kjv`)")
+
+
+@functools.lru_cache(maxsize=None)
+def kjv():
+    """The benchmark's text (train/validation bytes), loaded once per session."""
+    from nino_optim.bench.text import load_kjv
+
+    return load_kjv()

@@ -35,9 +35,11 @@ def _metatrain(args: argparse.Namespace) -> None:
     print(f"weights written to {Path(args.out) / 'weights'}")
 
 
-def _floats(text: str) -> list[float]:
-    """Comma-separated accuracies, as fractions or percentages (89.5 -> 0.895)."""
-    return [float(t) / (100 if float(t) > 1 else 1) for t in text.split(",") if t.strip()]
+def _floats(text: str, percent: bool = True) -> list[float]:
+    """Comma-separated thresholds: accuracies as fractions or percentages (89.5 -> 0.895) when ``percent``,
+    else taken as they are (perplexities)."""
+    values = [float(t) for t in text.split(",") if t.strip()]
+    return [v / (100 if percent and v > 1 else 1) for v in values]
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -47,14 +49,14 @@ def _bench(args: argparse.Namespace) -> None:
         methods = parse_methods(args.methods)
         cfgs = [BenchConfig(task=t, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
                             lr=args.lr, period=args.period, context=args.context, order=args.order,
-                            target=_floats(args.target)[0] if args.target else None,
-                            ladder=_floats(args.ladder) if args.ladder is not None else None,
+                            target=_floats(args.target, t != "lm")[0] if args.target else None,
+                            ladder=_floats(args.ladder, t != "lm") if args.ladder is not None else None,
                             train_examples=args.train_examples, test_examples=args.test_examples)
                 for t in args.task]
     except ValueError as err:
         sys.exit(f"nino-optim bench: {err}")
     for m in methods:
-        print(f"  {m.name}: {'Adam (no nowcast)' if m.spec is None else m.spec}")
+        print(f"  {m.name}: {'the base optimizer (no nowcast)' if m.spec is None else m.spec}")
     try:
         res = run_benchmark(methods, args.seeds, cfgs, args.out, workers=args.workers,
                             progress=not args.no_progress, command=args.command_text)
@@ -99,9 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
     p.add_argument("--val-every", type=int, default=5, help="hold out every n-th trajectory")
     p.set_defaults(func=_metatrain)
-    p = sub.add_parser("bench", help="steps to target on Fashion-MNIST: one JSON results file per (task, "
-                       "method, seed), skipped when present (resumes)")
-    p.add_argument("--task", nargs="+", default=["fm16"], help="fm16 and/or fm32")
+    p = sub.add_parser("bench", help="steps to target on Fashion-MNIST and KJV text: one JSON results file per "
+                       "(task, method, seed), skipped when present (resumes)")
+    p.add_argument("--task", nargs="+", default=["fm16"], help="fm16, fm32 and/or lm")
     p.add_argument("--methods", default="adam,linefit+",
                    help="comma-separated: adam (no nowcast), linefit, linefit+, default, nino (official "
                         "nino_no_posw.pt), wnn+ (official nino_mlp.pt), NAME=SPEC (any nowcaster spec) or a path")
@@ -113,13 +115,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="parallel processes, 1 torch thread each (a fresh process per run); 0: in this process")
     p.add_argument("--period", type=int, default=1000, help="steps between nowcasts")
     p.add_argument("--context", type=int, default=5)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's, 6e-3)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam (AdamW for lm) learning rate (default: the task's: 6e-3, lm its tuned one)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the task's (128; lm 32 windows)")
     p.add_argument("--order", default="dataloader", choices=["dataloader", "randperm"],
                    help="batch order: the official loop's shuffled DataLoader re-seeded with seed + epoch")
-    p.add_argument("--target", default=None, help="target test accuracy (default: the task's, 89.5 / 90.5)")
+    p.add_argument("--target", default=None,
+                   help="target test accuracy (default: the task's, 89.5 / 90.5), or validation perplexity for lm")
     p.add_argument("--ladder", default=None,
-                   help="comma-separated lower thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0)")
+                   help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; lm: its own)")
     p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
     p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

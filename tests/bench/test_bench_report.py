@@ -117,7 +117,7 @@ def test_report_writes_table_and_png(runs_dir, tmp_path, capsys):
     out = tmp_path / "docs"
     main(["report", "--runs", str(runs_dir), "--out", str(out), "--command-line", "nino-optim bench --task fm16"])
     text = (out / "README.md").read_text()
-    assert "nino-optim bench --task fm16" in text and "![test accuracy vs step](curves.png)" in text
+    assert "nino-optim bench --task fm16" in text and "![metric vs step](curves.png)" in text
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in text.splitlines()
             if line.startswith("| `")}
     assert rows["adam"][1:6] == ["9825", ">10000", ">10000", "1/3", ">10000"]
@@ -137,3 +137,27 @@ def test_report_without_results(tmp_path):
         write_report(tmp_path / "empty", tmp_path / "out")
     with pytest.raises(SystemExit, match="no results files"):
         main(["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+
+
+def test_lm_results_are_reported_as_perplexities(tmp_path):
+    """Lower is better: the steps to a perplexity come from the curve when not stored, thresholds print as ppl."""
+    def lm(method, seed, values):
+        r = fake(method, seed, None, None, None, task="lm", final=values[-1])
+        r.update(task_name="LM-KJV", target=4.0, ladder=[6.0, 5.0], steps_to={}, higher_is_better=False,
+                 metric="val_perplexity")
+        r["config"].update(lr=3e-3, weight_decay=0.01, batch_size=32)
+        r["curve"] = {"steps": [0, 2500, 5000, 7500, 10_000], "values": values, "train_loss": [None] * 5}
+        return r
+
+    root = tmp_path / "runs"
+    for r in (lm("adam", 1, [256, 7, 5.5, 4.5, 3.9]), lm("nino", 1, [256, 5.8, 4.8, 3.95, 3.8])):
+        write_json_atomic(root / "lm" / f"{r['method']}__seed1.json", r)
+    assert steps_to(load_results(root)[0], 5.0) == (7500, False)
+    s = summarize(load_results(root))["lm"]
+    assert s["ladder"] == [6.0, 5.0] and s["methods"]["adam"]["median"] == Bound(10_000)
+    assert s["methods"]["nino"]["median"] == Bound(7500) and s["methods"]["nino"]["ladder"][6.0] == Bound(2500)
+    assert s["methods"]["nino"]["reduction"] == Bound(25.0)
+    assert s["methods"]["nino"]["ladder_reduction"][5.0] == Bound(100 * (7500 - 5000) / 7500)
+    md, png, text = write_report(root, tmp_path / "docs")
+    assert "target ppl 4 validation perplexity" in text and "mean to ppl 6" in text and "AdamW lr 0.003" in text
+    assert "| 3.900 |" in text and png.stat().st_size > 0

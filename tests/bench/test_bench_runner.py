@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import needs_fashion_mnist
+from conftest import kjv, needs_fashion_mnist, needs_kjv
 from nino_optim.bench.runner import (BenchConfig, Method, official_dir, parse_method, parse_methods, result_path,
                                      run_benchmark)
 from nino_optim.bench.steps_to_target import _dataloader_batches
@@ -47,6 +47,10 @@ def test_config_defaults():
     assert BenchConfig("fm16").thresholds == [0.885, 0.89, 0.895]
     with pytest.raises(ValueError):
         BenchConfig("c10")
+    lm = BenchConfig("lm")
+    assert (lm.batch_size, lm.higher_is_better, BenchConfig("fm16").batch_size) == (32, False, 128)
+    assert lm.thresholds == sorted(lm.ladder + (lm.target,)) and lm.target < min(lm.ladder)
+    assert lm.protocol()["model"].startswith("TinyGPT") and "model" not in BenchConfig("fm16").protocol()
 
 
 def test_dataloader_order_is_the_official_loops():
@@ -85,7 +89,7 @@ def test_results_written_skipped_and_resumed(tmp_path):
     assert lf["nowcast_steps"] == [10, 20] and len(lf["nowcast_times"]) == 2 and lf["mean_nowcast_time"] > 0
     assert lf["paper_method"] == "linefit+" and lf["peak_rss_mb"] > 0 and lf["wall_time"] > 0
     # same seed: same initialisation and batches, so identical until the first nowcast (step 10)
-    assert adam["curve"]["accuracy"][:2] == lf["curve"]["accuracy"][:2]
+    assert adam["curve"]["values"][:2] == lf["curve"]["values"][:2]
     assert adam["curve"]["train_loss"][1] == lf["curve"]["train_loss"][1]
 
     # resume: everything present is skipped and left untouched; a missing file is run again
@@ -123,3 +127,20 @@ def test_cli_bench_in_worker_processes_then_report(tmp_path, capsys):
     assert "| `adam` |" in text and "nino-optim bench --task fm16 --methods adam" in text  # the stored command
     with pytest.raises(SystemExit, match="named twice"):
         main(argv[:4] + ["adam,adam"] + argv[5:])
+
+
+@needs_kjv
+def test_lm_runs_record_perplexity_falling_to_its_thresholds(tmp_path):
+    out = tmp_path / "bench"
+    cfg = BenchConfig("lm", steps=20, eval_every=10, period=10, target=60.0, ladder=(200.0, 100.0))
+    res = run_benchmark(parse_methods("adam,linefit+"), [5], cfg, out, workers=0, progress=False,
+                        log=lambda m: None)
+    assert not res["failed"] and len(res["done"]) == 2
+    adam, lf = (json.loads(result_path(out, "lm", m, 5).read_text()) for m in parse_methods("adam,linefit+"))
+    assert adam["metric"] == "val_perplexity" and adam["higher_is_better"] is False
+    assert adam["task_name"] == "LM-KJV" and adam["train_examples"] == len(kjv().train)
+    values = adam["curve"]["values"]
+    assert values[0] > 200 and values[-1] < values[0]
+    assert adam["steps_to"]["200"] == 10 and values[1] <= 60 and adam["steps_to_target"] == 10
+    # same seed, same start and batches: identical until the nowcast at step 10
+    assert adam["curve"]["values"][0] == lf["curve"]["values"][0] and lf["nowcast_steps"] == [10, 20]

@@ -62,7 +62,7 @@ def test_nino_run_records_a_curve_with_nowcasts(small_data):
     assert curve.steps == [0, 10, 20, 30, 40]
     assert curve.nowcast_steps == [10, 20, 30, 40]  # the call completing each 5-state buffer
     assert curve.finite and all(math.isfinite(v) for v in curve.train_loss[1:])
-    assert all(0.0 <= a <= 1.0 for a in curve.accuracy)
+    assert all(0.0 <= a <= 1.0 for a in curve.values)
     assert curve.reached[0.99] is None
     assert curve.wall_time >= curve.train_time + curve.eval_time > 0
 
@@ -72,7 +72,7 @@ def test_same_seed_same_run(small_data):
     adam = lambda m: torch.optim.Adam(m.parameters(), lr=6e-3)
     a, b = (train_steps_to_target(adam, small_data, steps=20, eval_every=10, seed=5) for _ in range(2))
     c = train_steps_to_target(adam, small_data, steps=20, eval_every=10, seed=6)
-    assert a.accuracy == b.accuracy and a.train_loss[1:] == b.train_loss[1:]
+    assert a.values == b.values and a.train_loss[1:] == b.train_loss[1:]
     assert a.train_loss[1:] != c.train_loss[1:]
 
 

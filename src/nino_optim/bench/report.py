@@ -56,14 +56,20 @@ def load_results(runs: str | os.PathLike) -> list[dict]:
     return sorted(out, key=lambda r: (r["task"], r["method"], r["seed"]))
 
 
+def curve_values(result: dict) -> list[float]:
+    """The evaluated metric of a run (results files before the LM task called it ``accuracy``)."""
+    curve = result["curve"]
+    return curve["values"] if "values" in curve else curve["accuracy"]
+
+
 def steps_to(result: dict, threshold: float) -> tuple[int, bool]:
     """(steps, censored): the first evaluated step reaching ``threshold``, or (cap, True) when never reached."""
     key = f"{threshold:g}"
     if key in result.get("steps_to", {}):
         s = result["steps_to"][key]
     else:
-        curve = result["curve"]
-        s = first_reached(curve["steps"], curve["accuracy"], threshold)
+        s = first_reached(result["curve"]["steps"], curve_values(result), threshold,
+                          result.get("higher_is_better", True))
     return (int(result["steps_cap"]), True) if s is None else (int(s), False)
 
 
@@ -108,7 +114,8 @@ def summarize(results: list[dict]) -> dict[str, dict]:
     for task, t in tasks.items():
         all_runs = [r for rs in t["runs"].values() for r in rs]
         target = all_runs[0]["target"]
-        ladder = sorted({x for r in all_runs for x in r.get("ladder", [])})
+        ladder = sorted({x for r in all_runs for x in r.get("ladder", [])},
+                        reverse=not all_runs[0].get("higher_is_better", True))  # easiest threshold first
         cap = max(int(r["steps_cap"]) for r in all_runs)
         configs = {json.dumps(r.get("config", {}), sort_keys=True) for r in all_runs}
         methods = {}
@@ -143,6 +150,7 @@ def summarize(results: list[dict]) -> dict[str, dict]:
             m["paper_reduction"] = PAPER_TABLE2.get(task, {}).get(m["paper_method"]) if name != "adam" else None
         order = sorted(methods, key=lambda n: (n != "adam", _METHOD_ORDER.get(methods[n]["paper_method"], 9), n))
         summary[task] = {"task_name": t["task_name"], "target": target, "ladder": ladder, "steps_cap": cap,
+                         "higher_is_better": all_runs[0].get("higher_is_better", True),
                          "seeds": sorted({r["seed"] for r in all_runs}), "order": order, "methods": methods,
                          "mixed_protocols": len(configs) > 1, "config": all_runs[0].get("config", {}),
                          "runs": len(all_runs), "torch": all_runs[0].get("torch"),
@@ -155,6 +163,19 @@ _METHOD_ORDER = {"linefit": 1, "linefit+": 2, "wnn+": 3, "nino": 4}
 
 def _pct(x: float) -> str:
     return f"{100 * x:g}%"
+
+
+def _threshold(s: dict, x: float) -> str:
+    """A threshold as the table shows it: a test accuracy in %, or a validation perplexity."""
+    return _pct(x) if s["higher_is_better"] else f"ppl {x:g}"
+
+
+def _metric_value(s: dict, x: float) -> str:
+    return f"{100 * x:.2f}%" if s["higher_is_better"] else f"{x:.3f}"
+
+
+def _metric_name(s: dict) -> str:
+    return "test accuracy" if s["higher_is_better"] else "validation perplexity"
 
 
 def _red(b: Bound | None) -> str:
@@ -175,8 +196,9 @@ def task_table(task: str, s: dict) -> str:
     """The markdown table of one task."""
     seeds, ladder, cap = s["seeds"], s["ladder"], s["steps_cap"]
     head = (["method"] + [f"seed {x}" for x in seeds] + ["reached", "median", "reduction %", "paper Table 2 %"]
-            + [h for x in ladder for h in (f"mean to {_pct(x)}", "reduction %")]
-            + ["final acc (median)", "wall time", "nowcast step", "nowcast overhead", "peak RSS"])
+            + [h for x in ladder for h in (f"mean to {_threshold(s, x)}", "reduction %")]
+            + [f"final {'acc' if s['higher_is_better'] else 'ppl'} (median)", "wall time", "nowcast step",
+               "nowcast overhead", "peak RSS"])
     rows = []
     for name in s["order"]:
         m = s["methods"][name]
@@ -191,7 +213,7 @@ def task_table(task: str, s: dict) -> str:
                   "—" if m["paper_reduction"] is None else f"{m['paper_reduction']:.1f}"]
         for x in ladder:
             cells += [m["ladder"][x].fmt(0, cap), _red(m["ladder_reduction"][x])]
-        cells += ["—" if m["final_metric"] is None else f"{100 * m['final_metric']:.2f}%",
+        cells += ["—" if m["final_metric"] is None else _metric_value(s, m["final_metric"]),
                   _fmt_time(m["wall_time"]),
                   "—" if m["mean_nowcast_time"] is None else f"{1000 * m['mean_nowcast_time']:.0f} ms",
                   "—" if m["overhead_pct"] is None else f"{m['overhead_pct']:.2f}%",
@@ -213,11 +235,13 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
         parts += ["Produced by:", "", "```"] + commands + ["```", ""]
     for task, s in summary.items():
         c = s["config"]
-        parts += [f"## {s['task_name']} — target {_pct(s['target'])} test accuracy", "",
+        base = "Adam lr {}, no weight decay".format(c.get("lr")) if s["higher_is_better"] else \
+            "AdamW lr {}, weight decay {}".format(c.get("lr"), c.get("weight_decay"))
+        parts += [f"## {s['task_name']} — target {_threshold(s, s['target'])} {_metric_name(s)}", "",
                   f"{s['runs']} runs, seeds {', '.join(map(str, s['seeds']))}; {c.get('steps')} steps, batch "
-                  f"{c.get('batch_size')}, Adam lr {c.get('lr')}, no weight decay, nowcast period {c.get('period')}, "
-                  f"context {c.get('context')}, test accuracy every {c.get('eval_every')} steps, batch order "
-                  f"`{c.get('order')}`"
+                  f"{c.get('batch_size')}, {base}, nowcast period {c.get('period')}, "
+                  f"context {c.get('context')}, {_metric_name(s)} every {c.get('eval_every')} steps"
+                  + (f", batch order `{c.get('order')}`" if s["higher_is_better"] else "")
                   + (f", {c.get('train_examples')} training images" if c.get("train_examples") else "")
                   + (f", {c.get('test_examples')} test images" if c.get("test_examples") else "")
                   + f"; torch {s['torch']}, torch threads per run {', '.join(map(str, s['threads']))}.", ""]
@@ -225,7 +249,8 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
             parts += ["**Warning: these runs do not all share one protocol (see their `config`).**", ""]
         parts += [task_table(task, s), ""]
     parts += [
-        "Steps are the first evaluation at or above the threshold (rounded up to the evaluation interval). "
+        "Steps are the first evaluation at or past the threshold (test accuracy at or above it, perplexity at or "
+        "below it; rounded up to the evaluation interval). "
         "`>N`: never reached within the N steps of the run, counted as N, so a median or mean that includes such a "
         "run is a lower bound (`≥`). Reduction % = 100 × (Adam − method) / Adam, positive = fewer steps, from the "
         "medians (target) or the means (ladder); `≥`: a lower bound (Adam did not reach it in some run), `≤`: an "
@@ -235,13 +260,14 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
         "nowcast overhead: total nowcast time as % of training time (evaluation excluded). Peak RSS: the run's "
         "process (one run per process; it includes the Python interpreter, torch and the dataset).", ""]
     if png_name:
-        parts += [f"![test accuracy vs step]({png_name})", ""]
+        parts += [f"![metric vs step]({png_name})", ""]
     return "\n".join(parts)
 
 
 def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike, per_seed: bool = True) -> Path:
-    """Test accuracy vs step, one panel per task: per-seed thin lines and the median over seeds, thresholds dashed,
-    nowcasts dotted. The y axis is zoomed on the thresholds (from 6 points below the lowest)."""
+    """The metric vs step, one panel per task: per-seed thin lines and the median over seeds, thresholds dashed,
+    nowcasts dotted. The y axis is zoomed on the thresholds (accuracy: from 6 points below the lowest;
+    perplexity: up to twice the highest)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -254,10 +280,11 @@ def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike,
     colors = {n: ("black" if n == "adam" else f"C{i}") for i, n in enumerate(names)}
     for ax, task in zip(axes[0], tasks):
         s = summary[task]
+        scale = 100.0 if s["higher_is_better"] else 1.0
         best = 0.0
         for name in s["order"]:
             runs = [r for r in results if r["task"] == task and r["method"] == name]
-            curves = [(r["curve"]["steps"], [100 * a for a in r["curve"]["accuracy"]]) for r in runs]
+            curves = [(r["curve"]["steps"], [scale * a for a in curve_values(r)]) for r in runs]
             if per_seed:
                 for xs, ys in curves:
                     ax.plot(xs, ys, color=colors[name], lw=0.6, alpha=0.35)
@@ -270,18 +297,22 @@ def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike,
                 best = max(best, max(med))
             best = max([best] + [max(ys) for _, ys in curves if ys])
         for x in s["ladder"] + [s["target"]]:
-            ax.axhline(100 * x, color="tab:red", ls="--", lw=0.7, alpha=0.6)
+            ax.axhline(scale * x, color="tab:red", ls="--", lw=0.7, alpha=0.6)
         for step in sorted({n for r in results if r["task"] == task for n in r.get("nowcast_steps", [])}):
             ax.axvline(step, color="grey", ls=":", lw=0.7, alpha=0.7)
-        low = 100 * min(s["ladder"] + [s["target"]]) - 6
-        ax.set_ylim(low, max(best, 100 * s["target"]) + 0.8)
+        thresholds = s["ladder"] + [s["target"]]
+        if s["higher_is_better"]:
+            ax.set_ylim(100 * min(thresholds) - 6, max(best, 100 * s["target"]) + 0.8)
+            ax.set_ylabel("test accuracy (%)")
+        else:
+            ax.set_ylim(0.95 * s["target"], 2 * max(thresholds))
+            ax.set_ylabel("validation perplexity")
         ax.set_xlim(0, s["steps_cap"])
-        ax.set_title(f"{s['task_name']} (target {_pct(s['target'])}; dashed: target and ladder; dotted: nowcasts)",
-                     fontsize=10)
+        ax.set_title(f"{s['task_name']} (target {_threshold(s, s['target'])}; dashed: target and ladder; "
+                     "dotted: nowcasts)", fontsize=10)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right" if s["higher_is_better"] else "upper right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,17 @@ from typing import Any, Callable
 import torch
 
 from .data import load_fashion_mnist
+from .lm import LM_TASK, train_lm_steps_to_target
+from .text import load_kjv
 from .steps_to_target import first_reached, train_steps_to_target
 from .tasks import TASKS
 
 SCHEMA = 1
 STEPS_CAP_DEFAULT = 10_000
-# The ladder of lower thresholds below each task's target (the issue: "far less noisy" than the target alone).
-LADDERS = {"fm16": (0.885, 0.890), "fm32": (0.895, 0.900)}
+# The ladder of easier thresholds before each task's target (the issue: "far less noisy" than the target alone);
+# for the LM task they are validation perplexities (lower is better).
+LADDERS = {"fm16": (0.885, 0.890), "fm32": (0.895, 0.900), "lm": LM_TASK.ladder}
+TASK_NAMES = sorted(TASKS) + ["lm"]
 # The official checkpoints the names "nino" and "wnn+" stand for.
 OFFICIAL_FILES = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
 OFFICIAL_ENV = "NINO_OFFICIAL_CHECKPOINTS"
@@ -123,8 +127,8 @@ class BenchConfig:
     task: str = "fm16"
     steps: int = STEPS_CAP_DEFAULT
     eval_every: int = 25
-    batch_size: int = 128
-    lr: float | None = None  # None: the task's (6e-3)
+    batch_size: int | None = None  # None: the task's (128; 32 windows for lm)
+    lr: float | None = None  # None: the task's (6e-3; lm: its tuned AdamW lr)
     period: int = 1000
     context: int = 5
     order: str = "dataloader"
@@ -135,14 +139,21 @@ class BenchConfig:
 
     def __post_init__(self):
         self.task = self.task.lower().replace("-", "")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose from {sorted(TASKS)}")
-        task = TASKS[self.task]
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}; choose from {TASK_NAMES}")
+        task = LM_TASK if self.task == "lm" else TASKS[self.task]
         self.lr = task.lr if self.lr is None else float(self.lr)
+        self.batch_size = (LM_TASK.batch_size if self.task == "lm" else 128) if self.batch_size is None \
+            else int(self.batch_size)
         self.target = task.target if self.target is None else float(self.target)
         self.ladder = tuple(sorted(float(t) for t in (LADDERS[self.task] if self.ladder is None else self.ladder)))
         if self.steps <= 0 or self.eval_every <= 0:
             raise ValueError("steps and eval_every must be positive")
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Test accuracy (image tasks) rises; validation perplexity (lm) falls."""
+        return self.task != "lm"
 
     @property
     def thresholds(self) -> list[float]:
@@ -153,6 +164,9 @@ class BenchConfig:
         """What must agree between an existing results file and this run for it to be skipped."""
         d = asdict(self)
         d["ladder"] = list(d["ladder"])
+        if self.task == "lm":  # the LM task's fixed settings, so that changing them invalidates old results
+            d["weight_decay"] = LM_TASK.weight_decay
+            d["model"] = LM_TASK.model
         return d
 
 
@@ -201,22 +215,29 @@ def _peak_rss_mb() -> float:
 
 
 def make_optimizer_factory(method: Method, cfg: BenchConfig) -> Callable:
-    """``model -> optimizer``: Adam(lr, no weight decay), or NiNoAdam with the method's nowcaster."""
+    """``model -> optimizer``: Adam(lr, no weight decay) for the image tasks, AdamW(lr, the task's weight decay)
+    for lm, or NiNoAdam around that base with the method's nowcaster."""
+    base = torch.optim.AdamW if cfg.task == "lm" else torch.optim.Adam
+    decay = LM_TASK.weight_decay if cfg.task == "lm" else 0.0
     if method.spec is None:
-        return lambda model: torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        return lambda model: base(model.parameters(), lr=cfg.lr, weight_decay=decay)
     from ..optimizer import NiNoAdam
 
-    return lambda model: NiNoAdam(model.parameters(), model=model, lr=cfg.lr, weight_decay=0.0,
+    return lambda model: NiNoAdam(model.parameters(), model=model, base=base, lr=cfg.lr, weight_decay=decay,
                                   nowcaster=method.spec, period=cfg.period, context=cfg.context,
                                   max_steps=cfg.steps)
 
 
 def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
             progress: Callable[[int], None] | None = None) -> dict:
-    """Train one run and return its results (not written). ``progress(n)`` is called with steps done."""
+    """Train one run and return its results (not written). ``progress(n)`` is called with steps done.
+
+    ``data``: Fashion-MNIST for the image tasks, a ``TextData`` for lm (loaded when None).
+    """
+    lm = cfg.task == "lm"
     if data is None:
-        data = load_fashion_mnist()
-    if cfg.train_examples is not None or cfg.test_examples is not None:
+        data = load_kjv() if lm else load_fashion_mnist()
+    if not lm and (cfg.train_examples is not None or cfg.test_examples is not None):
         data = data.subset(cfg.train_examples, cfg.test_examples)
     base_rss = _rss_mb()
     caught: list[str] = []
@@ -229,27 +250,35 @@ def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
 
     with warnings.catch_warnings(record=True) as wlist:
         warnings.simplefilter("always")
-        curve = train_steps_to_target(make_optimizer_factory(method, cfg), data, steps=cfg.steps,
-                                      eval_every=cfg.eval_every, thresholds=cfg.thresholds, seed=seed,
-                                      model=cfg.task, batch_size=cfg.batch_size, name=f"{method.name}/{seed}",
-                                      order=cfg.order, on_eval=on_eval)
+        make = make_optimizer_factory(method, cfg)
+        if lm:
+            curve = train_lm_steps_to_target(make, data, steps=cfg.steps, eval_every=cfg.eval_every,
+                                             thresholds=cfg.thresholds, seed=seed, name=f"{method.name}/{seed}",
+                                             on_eval=on_eval)
+        else:
+            curve = train_steps_to_target(make, data, steps=cfg.steps, eval_every=cfg.eval_every,
+                                          thresholds=cfg.thresholds, seed=seed, model=cfg.task,
+                                          batch_size=cfg.batch_size, name=f"{method.name}/{seed}",
+                                          order=cfg.order, on_eval=on_eval)
         caught = sorted({str(w.message) for w in wlist})
-    steps_to = {f"{t:g}": first_reached(curve.steps, curve.accuracy, t) for t in cfg.thresholds}
+    steps_to = {f"{t:g}": first_reached(curve.steps, curve.values, t, cfg.higher_is_better) for t in cfg.thresholds}
     nowcast_mean = sum(curve.nowcast_times) / len(curve.nowcast_times) if curve.nowcast_times else None
     return {
-        "schema": SCHEMA, "task": cfg.task, "task_name": TASKS[cfg.task].name,
+        "schema": SCHEMA, "task": cfg.task, "task_name": LM_TASK.name if lm else TASKS[cfg.task].name,
         "method": method.name, "spec": method.spec, "paper_method": method.paper, "seed": seed,
         "config": cfg.protocol(), "target": cfg.target, "ladder": list(cfg.ladder), "steps_cap": cfg.steps,
         "steps_to": steps_to, "steps_to_target": steps_to[f"{cfg.target:g}"],
-        "curve": {"steps": curve.steps, "accuracy": curve.accuracy, "train_loss": curve.train_loss},
-        "final_metric": curve.final_accuracy, "best_metric": curve.best_accuracy, "metric": "test_accuracy",
+        "curve": {"steps": curve.steps, "values": curve.values, "train_loss": curve.train_loss},
+        "final_metric": curve.final_value, "best_metric": curve.best_value,
+        "metric": "val_perplexity" if lm else "test_accuracy", "higher_is_better": cfg.higher_is_better,
         "finite": curve.finite, "wall_time": curve.wall_time, "train_time": curve.train_time,
         "eval_time": curve.eval_time, "nowcast_steps": curve.nowcast_steps, "nowcast_times": curve.nowcast_times,
         "mean_nowcast_time": nowcast_mean, "nowcast_time_total": sum(curve.nowcast_times),
         "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_rss, "warnings": caught,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "train_examples": len(data.train_x), "test_examples": len(data.test_x),
+        "train_examples": len(data.train) if lm else len(data.train_x),  # bytes for lm
+        "test_examples": len(data.val) if lm else len(data.test_x),
     }
 
 
@@ -337,10 +366,13 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                data = load_fashion_mnist()
+                loaded: dict[bool, object] = {}  # the data of each kind, loaded once
                 for job in jobs:
                     try:
-                        result = run_one(job.method, job.seed, job.cfg, data=data, progress=bars.steps)
+                        lm = job.cfg.task == "lm"
+                        if lm not in loaded:
+                            loaded[lm] = load_kjv() if lm else load_fashion_mnist()
+                        result = run_one(job.method, job.seed, job.cfg, data=loaded[lm], progress=bars.steps)
                         result["command"] = job.command
                         write_json_atomic(job.path, result)
                         done.append(str(job.path))

@@ -68,19 +68,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 @dataclass
 class Curve:
-    """One training run: test accuracy at each evaluated step and the first step reaching each threshold.
+    """One training run: the evaluated metric at each evaluated step and the first step reaching each threshold.
 
-    ``steps[i]`` optimizer steps had been completed when ``accuracy[i]`` was measured (step 0 = initial model).
-    ``train_loss[i]`` is the mean training loss over the steps since the previous evaluation (NaN for step 0
-    and for intervals made only of nowcast calls). ``reached[t]`` is the first evaluated step with accuracy
-    >= t, or None. ``nowcast_times[i]`` is the duration of the ``step()`` call at ``nowcast_steps[i]`` (the
-    first includes building the neural graph). Times are seconds: ``train_time`` excludes evaluation,
-    ``wall_time`` is the whole run.
+    ``values[i]`` (test accuracy for the image tasks, validation perplexity for the LM task) was measured after
+    ``steps[i]`` optimizer steps (step 0 = initial model). ``higher_is_better`` says which way thresholds are
+    crossed. ``train_loss[i]`` is the mean training loss over the steps since the previous evaluation (NaN for
+    step 0 and for intervals made only of nowcast calls). ``reached[t]`` is the first evaluated step whose value
+    is at least (or, lower being better, at most) t, or None. ``nowcast_times[i]`` is the duration of the
+    ``step()`` call at ``nowcast_steps[i]`` (the first includes building the neural graph). Times are seconds:
+    ``train_time`` excludes evaluation, ``wall_time`` is the whole run.
     """
 
     name: str
     steps: list[int] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     reached: dict[float, int | None] = field(default_factory=dict)
     nowcast_steps: list[int] = field(default_factory=list)
@@ -89,30 +90,48 @@ class Curve:
     eval_time: float = 0.0
     wall_time: float = 0.0
     finite: bool = True
+    higher_is_better: bool = True
+
+    def add(self, step: int, value: float, loss: float) -> None:
+        """Record one evaluation and update ``reached``."""
+        self.steps.append(step)
+        self.values.append(value)
+        self.train_loss.append(loss)
+        for t in self.reached:
+            if self.reached[t] is None and _meets(value, t, self.higher_is_better):
+                self.reached[t] = step
 
     @property
-    def final_accuracy(self) -> float:
-        """Test accuracy at the last evaluation (NaN before any)."""
-        return self.accuracy[-1] if self.accuracy else float("nan")
+    def final_value(self) -> float:
+        """The metric at the last evaluation (NaN before any)."""
+        return self.values[-1] if self.values else float("nan")
 
     @property
-    def best_accuracy(self) -> float:
-        """Best test accuracy over the run (NaN before any evaluation)."""
-        return max(self.accuracy) if self.accuracy else float("nan")
+    def best_value(self) -> float:
+        """The best metric over the run (NaN before any evaluation)."""
+        if not self.values:
+            return float("nan")
+        return max(self.values) if self.higher_is_better else min(self.values)
 
-    def accuracy_around(self, step: int) -> tuple[float | None, float | None]:
-        """Accuracy at the last evaluation before ``step`` and at the first one at or after it."""
-        before = [a for s, a in zip(self.steps, self.accuracy) if s < step]
-        after = [a for s, a in zip(self.steps, self.accuracy) if s >= step]
+    def value_around(self, step: int) -> tuple[float | None, float | None]:
+        """The metric at the last evaluation before ``step`` and at the first one at or after it."""
+        before = [a for s, a in zip(self.steps, self.values) if s < step]
+        after = [a for s, a in zip(self.steps, self.values) if s >= step]
         return (before[-1] if before else None), (after[0] if after else None)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable copy (threshold keys become strings)."""
-        return {"name": self.name, "steps": self.steps, "accuracy": self.accuracy, "train_loss": self.train_loss,
+        return {"name": self.name, "steps": self.steps, "values": self.values, "train_loss": self.train_loss,
                 "reached": {str(k): v for k, v in self.reached.items()}, "nowcast_steps": self.nowcast_steps,
-                "nowcast_times": self.nowcast_times,
+                "nowcast_times": self.nowcast_times, "higher_is_better": self.higher_is_better,
                 "train_time": self.train_time, "eval_time": self.eval_time, "wall_time": self.wall_time,
                 "finite": self.finite}
+
+
+def _meets(value: float | None, threshold: float, higher_is_better: bool) -> bool:
+    if value is None or value != value:
+        return False
+    return value >= threshold - 1e-12 if higher_is_better else value <= threshold + 1e-12
 
 
 def reduction(steps: int | None, baseline: int | None) -> float | None:
@@ -122,10 +141,11 @@ def reduction(steps: int | None, baseline: int | None) -> float | None:
     return 100.0 * (baseline - steps) / baseline
 
 
-def first_reached(steps: Iterable[int], accuracy: Iterable[float], threshold: float) -> int | None:
-    """The first step whose accuracy is >= ``threshold`` (both in [0, 1]), or None when never reached."""
-    for s, a in zip(steps, accuracy):
-        if a is not None and a >= threshold - 1e-12:
+def first_reached(steps: Iterable[int], values: Iterable[float], threshold: float,
+                  higher_is_better: bool = True) -> int | None:
+    """The first step whose value is >= ``threshold`` (<= when lower is better), or None when never reached."""
+    for s, v in zip(steps, values):
+        if _meets(v, threshold, higher_is_better):
             return int(s)
     return None
 
@@ -213,12 +233,7 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         t0 = time.perf_counter()
         acc = evaluate(net, data.test_x, data.test_y, eval_batch_size)
         curve.eval_time += time.perf_counter() - t0
-        curve.steps.append(step)
-        curve.accuracy.append(acc)
-        curve.train_loss.append(loss)
-        for t in thresholds:
-            if curve.reached[t] is None and acc >= t - 1e-12:
-                curve.reached[t] = step
+        curve.add(step, acc, loss)
         if bar is not None:
             bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.3f}", refresh=False)
         if on_eval is not None:
