@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's Fashion-MNIST for the benchmark tests (real data, installs offline from the Debian mirror).
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Real data for the benchmark tests, from the Debian mirror: Fashion-MNIST and the King James Bible (lm task).
+if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v bible > /dev/null; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist bible-kjv
 fi
 
 [ -d .venv ] || python3 -m venv .venv
