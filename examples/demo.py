@@ -104,7 +104,7 @@ def format_table(curves: dict, thresholds: list[float]) -> str:
                 continue
             r = reduction(s, base.reached[t]) if base is not None and name != "adam" else None
             row.append(f"{s}" + (f" ({r:+.0f}%)" if r is not None else ""))
-        row += [f"{100 * c.final_accuracy:.2f}%", f"{100 * c.best_accuracy:.2f}%", f"{c.wall_time:.0f} s"]
+        row += [f"{100 * c.final_value:.2f}%", f"{100 * c.best_value:.2f}%", f"{c.wall_time:.0f} s"]
         rows.append(row)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
@@ -118,7 +118,7 @@ def nowcast_effects(curves: dict) -> list[str]:
     for name, c in curves.items():
         parts = []
         for s in c.nowcast_steps:
-            before, after = c.accuracy_around(s)
+            before, after = c.value_around(s)
             if before is not None and after is not None:
                 parts.append(f"@{s}: {100 * before:.2f}->{100 * after:.2f} ({100 * (after - before):+.2f})")
         if parts:
@@ -134,11 +134,11 @@ def plot(curves: dict, thresholds: list[float], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     nowcasts = sorted({s for c in curves.values() for s in c.nowcast_steps})
-    hi = max(c.best_accuracy for c in curves.values())
+    hi = max(c.best_value for c in curves.values())
     for ax, zoom in zip(axes, (False, True)):
         for name, c in curves.items():
             adam = name == "adam"
-            ax.plot(c.steps, [100 * a for a in c.accuracy], label=LABELS[name], lw=1.8 if adam else 1.3,
+            ax.plot(c.steps, [100 * a for a in c.values], label=LABELS[name], lw=1.8 if adam else 1.3,
                     color="black" if adam else None, zorder=3 if adam else 2)
         for s in nowcasts:
             ax.axvline(s, color="grey", ls=":", lw=0.8)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                   log=None if progress else lambda msg: print("    " + msg, flush=True),
                                   log_every=max(args.eval_every, 1000 // args.eval_every * args.eval_every))
         curves[name] = c
-        print(f"  {LABELS[name]}: final test acc {100 * c.final_accuracy:.2f}%  wall {c.wall_time:.0f} s "
+        print(f"  {LABELS[name]}: final test acc {100 * c.final_value:.2f}%  wall {c.wall_time:.0f} s "
               f"(train {c.train_time:.0f} s = {1000 * c.train_time / args.steps:.1f} ms/step, "
               f"eval {c.eval_time:.0f} s)" + ("" if c.finite else "  NON-FINITE LOSS"), flush=True)
 

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 class Attn(nn.Module):
-    def __init__(self, d, h, fused=True, sdpa=True, n_pos=5):
+    def __init__(self, d, h, fused=True, sdpa=True, n_pos=5, split_by_shape=False):
         super().__init__()
         self.d, self.h, self.fused, self.sdpa, self.scale = d, h, fused, sdpa, 1.0 / math.sqrt(d // h)
+        self.split_by_shape = split_by_shape  # split the fused projection by x.size(-1), a traced value
         if fused:
             self.c_attn = nn.Linear(d, 3 * d)
         else:
@@ -20,7 +21,7 @@ class Attn(nn.Module):
     def forward(self, x):
         B, T, C = x.size()
         if self.fused:
-            q, k, v = self.c_attn(x).split(self.d, dim=2)
+            q, k, v = self.c_attn(x).split(C if self.split_by_shape else self.d, dim=2)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
         q = q.view(B, T, self.h, C // self.h).transpose(1, 2)

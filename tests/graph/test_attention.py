@@ -276,3 +276,10 @@ def test_transformer_encoder_layer(norm_first, symmetry_gnn):
         assert torch.allclose(gnn.predict(graph, states[order], 3), pred[order], atol=1e-5)
     order = order_for(ACROSS, ACROSS)
     assert not same_function(order) and not is_automorphism(graph, order)
+
+
+def test_split_by_a_traced_feature_size_gives_the_same_graph():
+    """``B, T, C = x.size(); qkv.split(C, 2)``: the size comes from the traced shape of known neurons."""
+    plain = build(GPT(**VARIANTS["fused_sdpa"]))
+    traced = build(GPT(**VARIANTS["fused_sdpa"], split_by_shape=True))
+    assert torch.equal(plain.edge_index, traced.edge_index) and torch.equal(plain.edge_type, traced.edge_type)

@@ -51,7 +51,7 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int):
         super().__init__()
-        self.width, self.heads = width, heads
+        self.heads = heads
         self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
@@ -59,8 +59,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, width] -> [B, T, width]."""
         b, t, c = x.shape
-        # split by the stored width, not by c: torch.fx sees c as a traced value (see the README's limits)
-        q, k, v = self.qkv(self.ln_1(x)).split(self.width, dim=2)
+        q, k, v = self.qkv(self.ln_1(x)).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
         x = x + self.proj(y)

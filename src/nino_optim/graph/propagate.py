@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,7 +62,24 @@ _BINARY_FUNCS = {
     operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
 }
 _BINARY_METHODS = {"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "maximum", "minimum"}
-_SHAPE_METHODS = {"size", "dim", "numel", "ndimension"}
+_SHAPE_METHODS = {"dim", "numel", "ndimension"}
+
+
+@dataclass(frozen=True)
+class ShapeOf:
+    """``x.shape`` / ``x.size()`` of a tensor whose neurons are known: indexing it at the feature dimension gives
+    the number of neurons (so ``q, k, v = qkv(x).split(c, 2)`` with ``c = x.shape[-1]`` is understood); any other
+    entry stays unknown (None)."""
+
+    space: Space
+
+    def at(self, index) -> int | None:
+        n = self.space.ndim
+        if not isinstance(index, int) or (index >= 0 and n is None):
+            return None
+        d = index - n if index >= 0 else index
+        plain = self.space.plain and self.space.heads is None
+        return int(self.space.size) if plain and d == self.space.dim else None
 _KEEP_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Mish,
     nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LogSigmoid, nn.Softmax, nn.LogSoftmax,
@@ -374,7 +392,9 @@ class Propagator(AttentionMixin):
         if fn is torch.transpose:
             return self._transpose(args[0], *_args(args[1:], kwargs, ("dim0", 0), ("dim1", 1)))
         if fn is getattr:
-            if args[1] in ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"):
+            if args[1] == "shape":
+                return _shape_of(args[0])
+            if args[1] in ("dtype", "device", "ndim", "is_cuda", "requires_grad"):
                 return None
             if args[1] in ("data", "real"):
                 return self._keep(args[0])
@@ -389,6 +409,10 @@ class Propagator(AttentionMixin):
         x, rest = args[0], args[1:]
         if method in _SHAPE_METHODS:
             return None
+        if method == "size":
+            shape = _shape_of(x)
+            dim = rest[0] if rest else kwargs.get("dim")
+            return shape if dim is None else shape.at(dim) if shape is not None else None
         if method in _ELEMENTWISE_METHODS:
             return self._keep(x)
         if method in _BINARY_METHODS:
@@ -602,6 +626,8 @@ class Propagator(AttentionMixin):
         """Indexing: ``raw`` is the index as traced (bounds that are traced values are not known)."""
         if isinstance(x, (tuple, list)):
             return x[index]
+        if isinstance(x, ShapeOf):
+            return x.at(index)
         if isinstance(x, LazyInput):
             return LazyInput(f"{x.name}[]") if x.space is None else self._getitem(x.space, index, raw)
         if not isinstance(x, Space):
@@ -672,6 +698,12 @@ def _has_feature(value) -> bool:
     if isinstance(value, dict):
         return any(_has_feature(v) for v in value.values())
     return False
+
+
+def _shape_of(x) -> ShapeOf | None:
+    if isinstance(x, LazyInput):
+        x = x.space
+    return ShapeOf(x) if isinstance(x, Space) else None
 
 
 def _plain(args, kwargs):
