@@ -272,9 +272,10 @@ def test_push_then_load_roundtrip(fake_hub):
     _assert_same_weights(loaded, model)
     graph, states = _graph_and_states()
     assert torch.equal(loaded.predict(graph, states, 3), model.predict(graph, states, 3))
-    # Both files really came over HTTP from the fake Hub, at the branch head.
+    # Both files really came over HTTP from the fake Hub: the config at the branch head, the weights at the
+    # commit that config came from (a push in between cannot mix two commits).
     downloads = {path for method, path, _ in fake_hub.log if method == "GET"}
-    assert downloads == {"/me/tiny-nino/resolve/main/config.json", "/me/tiny-nino/resolve/main/model.safetensors"}
+    assert downloads == {"/me/tiny-nino/resolve/main/config.json", f"/me/tiny-nino/resolve/{sha}/model.safetensors"}
 
 
 def test_missing_repo_is_a_load_error(fake_hub):
