@@ -132,7 +132,8 @@ class GraphAssembly:
         relabel[perm] = torch.arange(n)
         relabel = relabel[rep]
 
-        blocks = sorted((b for b in self._blocks if b.src.numel()), key=lambda b: b.order)  # stable: blocks of one parameter keep their order
+        # sorted() is stable: the blocks of one parameter keep their order
+        blocks = sorted((b for b in self._blocks if b.src.numel()), key=lambda b: b.order)
         feat_size = max([1] + [b.elem.shape[1] for b in blocks if b.elem is not None])
         total = 0
         param_sizes = [math.prod(s) for _, s in self.named_shapes]

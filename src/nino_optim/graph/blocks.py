@@ -4,8 +4,9 @@ A weight with n_src inputs and n_dst outputs becomes n_src * n_dst edges. When t
 (edge ``start + i * n_dst + j`` joins source node ``src + i`` to target node ``dst + j``), the features of those
 edges are one [n_src, n_dst, D] array: gathering node features becomes a broadcast, and summing messages at the
 targets a reduction along axis 0. Target-major blocks (edge ``start + j * n_src + i``; the official graphs store
-attention keys this way) are [n_dst, n_src, D] arrays, reduced along axis 1. The builders store weights this way, and the word embedding alone is ~90% of
-a GPT's edges, so streamed inference (``nowcast/stream.py``) runs almost entirely on such views.
+attention keys this way) are [n_dst, n_src, D] arrays, reduced along axis 1. The builders store weights in one
+of these layouts, and the word embedding alone is ~90% of a GPT's edges, so streamed inference
+(``nowcast/stream.py``) runs almost entirely on such views.
 
 Blocks are read off the edge list, not taken from the builder, so they can never disagree with it: whatever is
 not a block of at least ``min_edges`` edges (self-loops, residual and head edges, odd layouts) is "sparse" and

@@ -47,20 +47,23 @@ def block_laplacian(edge_index: torch.Tensor, num_nodes: int, layout: EdgeLayout
 
     Each block joins every node of its source range to every node of its target range. The operator equals
     ``normalized_laplacian`` when blocks either cover disjoint node pairs (in either direction) or one's pairs
-    lie within another's, and no block joins a node to itself; otherwise None is returned. Sparse edges that repeat a block's pair are dropped, as the
-    unweighted adjacency counts a pair once.
+    lie within another's, and no block joins a node to itself; otherwise None is returned. Sparse edges that
+    repeat a block's pair are dropped, as the unweighted adjacency counts a pair once.
     """
     if not layout.blocks:
         return None
-    s0 = np.array([b.src for b in layout.blocks]); s1 = s0 + np.array([b.n_src for b in layout.blocks])
-    t0 = np.array([b.dst for b in layout.blocks]); t1 = t0 + np.array([b.n_dst for b in layout.blocks])
+    s0 = np.array([b.src for b in layout.blocks])
+    s1 = s0 + np.array([b.n_src for b in layout.blocks])
+    t0 = np.array([b.dst for b in layout.blocks])
+    t1 = t0 + np.array([b.n_dst for b in layout.blocks])
     if _ranges_meet(s0, s1, t0, t1).any():
         return None
-    # A block whose pairs another block already covers (e.g. keys stored as the reverse of queries) is dropped;
-    # any other overlap between blocks means the fast operator would count a pair twice.
+
     def within(a0, a1, b0, b1):
         return (b0 <= a0) & (a1 <= b1)
 
+    # A block whose pairs another block already covers (e.g. keys stored as the reverse of queries) is dropped;
+    # any other overlap between blocks means the fast operator would count a pair twice.
     contained = ((within(s0[:, None], s1[:, None], s0, s1) & within(t0[:, None], t1[:, None], t0, t1))
                  | (within(s0[:, None], s1[:, None], t0, t1) & within(t0[:, None], t1[:, None], s0, s1)))
     np.fill_diagonal(contained, False)

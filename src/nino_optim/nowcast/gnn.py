@@ -66,7 +66,8 @@ class Projection(nn.Module):
 
 
 class MessagePassing(nn.Module):
-    """One PNA-style layer: ``m_st = gamma_st * pre([x_t, x_s]) + beta_st``, mean at t, ``x_t' = lin(post([x_t, a_t]))``."""
+    """One PNA-style layer: ``m_st = gamma_st * pre([x_t, x_s]) + beta_st``, mean at t,
+    ``x_t' = lin(post([x_t, a_t]))``."""
 
     def __init__(self, hid: int):
         super().__init__()

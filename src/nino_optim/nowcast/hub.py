@@ -139,10 +139,13 @@ def _from_hub(repo_id: str, revision: str | None) -> nn.Module:
     from huggingface_hub import hf_hub_download
 
     try:
-        paths = [hf_hub_download(repo_id, name, revision=revision) for name in (CONFIG_NAME, WEIGHTS_NAME)]
+        config = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision))
+        # The cache keeps files under snapshots/<commit>/: fetch the weights at that same commit, so that a push
+        # between the two downloads cannot pair this config with other weights.
+        hf_hub_download(repo_id, WEIGHTS_NAME, revision=config.parent.name)
     except Exception as err:
         raise NowcasterLoadError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
-    return load_pretrained(Path(paths[0]).parent)
+    return load_pretrained(config.parent)
 
 
 def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
