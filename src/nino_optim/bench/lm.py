@@ -34,10 +34,14 @@ class LMTask:
     layers: int = 2
     heads: int = 4
     batch_size: int = 32
+    # Tuned on seed 1000, 10,000 steps, lr in {1e-3, 3e-3, 1e-2}: final validation perplexity 3.364 / 3.368 /
+    # 4.109; 3e-3 gets there faster. The target is a little above the tuned run's best (3.364), reached at step
+    # 8,400 of 10,000, as the paper's targets sit at what tuned Adam reaches late in the run; the ladder's 3.8 and
+    # 3.6 were reached at steps 3,000 and 4,800.
     lr: float = 3e-3
     weight_decay: float = 0.01
-    target: float = 5.0
-    ladder: tuple[float, ...] = (6.0, 5.5)
+    target: float = 3.4
+    ladder: tuple[float, ...] = (3.8, 3.6)
 
     @property
     def model(self) -> str:
