@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
-from .steps_to_target import Curve
+from .steps_to_target import Curve, run_steps
 from .text import TextData
 
 
@@ -151,31 +151,12 @@ def train_lm_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], t
         if on_eval is not None:
             on_eval(step, value)
 
-    record(0, float("nan"))
-    loss_sum, loss_count = 0.0, 0
-    train_start = time.perf_counter()
-    for step in range(1, steps + 1):
+    def next_batch():
         x, y = windows(text.train, torch.randint(0, high, (task.batch_size,), generator=generator), task.context)
-        if getattr(optimizer, "need_grads", True):
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            curve.finite = curve.finite and math.isfinite(value)
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
-        else:  # a nowcast call
-            t0 = time.perf_counter()
-            optimizer.step()
-            curve.nowcast_times.append(time.perf_counter() - t0)
-            curve.nowcast_steps.append(step)
-        if step % eval_every == 0 or step == steps or not curve.finite:
-            curve.train_time += time.perf_counter() - train_start
-            record(step, loss_sum / loss_count if loss_count else float("nan"))
-            loss_sum, loss_count = 0.0, 0
-            train_start = time.perf_counter()
-            if not curve.finite:
-                break
+        return lambda: F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+    record(0, float("nan"))
+    run_steps(optimizer, steps, eval_every, curve, next_batch, record)
     curve.wall_time = time.perf_counter() - start
     return curve
 

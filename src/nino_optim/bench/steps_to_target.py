@@ -173,6 +173,45 @@ def _dataloader_batches(n: int, batch_size: int, seed: int) -> Iterable[torch.Te
 BATCH_ORDERS = ("randperm", "dataloader")
 
 
+def run_steps(optimizer: Optimizer, steps: int, eval_every: int, curve: Curve,
+              next_batch: Callable[[], Callable[[], torch.Tensor]], record: Callable[[int, float], None], *,
+              after_step: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None) -> None:
+    """The training loop of every benchmark task, filling ``curve``'s times, nowcasts and finiteness.
+
+    ``next_batch()`` draws the step's batch (on every step, nowcasts included, so the batch order never depends on
+    the method) and returns a function computing its loss. On a NiNoAdam nowcast call (``need_grads`` False) the
+    loss is not computed, as in the official loop. ``record(step, mean training loss since the last evaluation)``
+    runs every ``eval_every`` steps, at the last step and after a non-finite loss (which ends the run), then
+    ``stop()`` may end it.
+    """
+    loss_sum, loss_count = 0.0, 0
+    train_start = time.perf_counter()
+    for step in range(1, steps + 1):
+        loss_of_batch = next_batch()
+        if getattr(optimizer, "need_grads", True):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of_batch()
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            curve.finite = curve.finite and math.isfinite(value)
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+        else:  # a nowcast call: gradients are not used, so forward/backward are skipped (official loop)
+            t0 = time.perf_counter()
+            optimizer.step()
+            curve.nowcast_times.append(time.perf_counter() - t0)
+            curve.nowcast_steps.append(step)
+        if after_step is not None:
+            after_step()
+        if step % eval_every == 0 or step == steps or not curve.finite:
+            curve.train_time += time.perf_counter() - train_start
+            record(step, loss_sum / loss_count if loss_count else float("nan"))
+            loss_sum, loss_count = 0.0, 0
+            train_start = time.perf_counter()
+            if not curve.finite or (stop is not None and stop()):
+                break
+
+
 def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data: FashionMNIST, *,
                           steps: int, eval_every: int, thresholds: Iterable[float] = (), seed: int = 0,
                           model: str | Task | Callable[[], nn.Module] = "fm16", batch_size: int = 128,
@@ -241,37 +280,16 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         if log is not None and (not log_every or step % log_every == 0 or step == steps):
             log(f"{name}: step {step:>6d}  test acc {acc:.4f}  train loss {loss:.4f}")
 
-    record(0, float("nan"))
-    loss_sum, loss_count = 0.0, 0
-    train_start = time.perf_counter()
-    for step in range(1, steps + 1):
+    def next_batch() -> Callable[[], torch.Tensor]:
         idx = next(batches)
-        if getattr(optimizer, "need_grads", True):
-            x, y = data.train_x[idx], data.train_y[idx]
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                curve.finite = False
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
-        else:  # a nowcast call: gradients are not used, so forward/backward are skipped (official loop)
-            t0 = time.perf_counter()
-            optimizer.step()
-            curve.nowcast_times.append(time.perf_counter() - t0)
-            curve.nowcast_steps.append(step)
-        if bar is not None:
-            bar.update(1)
-        if step % eval_every == 0 or step == steps or not curve.finite:
-            curve.train_time += time.perf_counter() - train_start
-            record(step, loss_sum / loss_count if loss_count else float("nan"))
-            loss_sum, loss_count = 0.0, 0
-            train_start = time.perf_counter()
-            if not curve.finite:
-                break
-            if stop_when_reached and thresholds and all(v is not None for v in curve.reached.values()):
-                break
+        return lambda: F.cross_entropy(net(data.train_x[idx]), data.train_y[idx])
+
+    def stop() -> bool:
+        return stop_when_reached and bool(thresholds) and all(v is not None for v in curve.reached.values())
+
+    record(0, float("nan"))
+    run_steps(optimizer, steps, eval_every, curve, next_batch, record,
+              after_step=(lambda: bar.update(1)) if bar is not None else None, stop=stop)
     if bar is not None:
         bar.close()
     curve.wall_time = time.perf_counter() - start
