@@ -27,7 +27,7 @@ def linefit_predictor(weighted: bool):
     def predict(batch, context: int, horizon: int) -> torch.Tensor:
         coef = torch.stack([linefit_coefficients(context, context + j, weighted) for j in range(1, horizon + 1)], 1)
         inputs = batch.edge_attr.view(batch.edge_attr.shape[0], -1, context).double()
-        return (inputs @ coef).float()  # [E, F, K]
+        return (inputs @ coef.to(inputs.device)).float()  # [E, F, K]
     return predict
 
 
@@ -48,27 +48,30 @@ def main() -> None:
     parser.add_argument("--data", default="data/trajectories")
     parser.add_argument("--val-every", type=int, default=5, help="the held-out split of `nino-optim metatrain`")
     parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--device", default="cpu", help="where the GNNs run: cpu, cuda, ...")
     parser.add_argument("weights", nargs="*", help="NiNo weights: a directory (config + safetensors) or an official .pt")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     paths = list_trajectories(args.data)
     held_out = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
-    sampler = WindowSampler(held_out)
+    sampler = WindowSampler(held_out, spacing=args.spacing)
     gen = torch.Generator().manual_seed(args.seed)
-    windows = [collate([sampler.sample(gen, flip_lpe=False)]) for _ in range(args.windows)]
+    windows = [collate([sampler.sample(gen, flip_lpe=False)]).to(args.device) for _ in range(args.windows)]
     methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}
     for spec in args.weights:
-        methods[Path(spec).name] = model_predictor(load_nowcaster(spec))
+        path = Path(spec)  # a run's weights/ directory is named after its run
+        methods[path.parent.name if path.name == "weights" else path.name] = model_predictor(load_nowcaster(spec).to(args.device))
 
     print(f"{len(windows)} windows from {len(held_out)} held-out trajectories of {args.data}; masked L1 in scaled space")
     print(f"{'method':<22}" + "".join(f"{f'k {a}-{b}':>11}" for a, b in BANDS) + f"{'all':>9}")
     for name, predict in methods.items():
-        err = torch.zeros(len(BANDS) + 1)
-        count = torch.zeros(len(BANDS) + 1)
+        err = torch.zeros(len(BANDS) + 1, device=args.device, dtype=torch.float64)
+        count = torch.zeros(len(BANDS) + 1, device=args.device, dtype=torch.float64)
         for batch in windows:
-            diff = (predict(batch, sampler.context, sampler.horizon) - batch.target).abs()
+            diff = (predict(batch, sampler.context, sampler.horizon).to(batch.target.dtype) - batch.target).abs()
             for i, (a, b) in enumerate(BANDS):
                 m = batch.mask[:, :, a - 1: b]
                 err[i] += diff[:, :, a - 1: b][m].sum()

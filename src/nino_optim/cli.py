@@ -3,6 +3,7 @@ target on Fashion-MNIST and ``report`` the results."""
 from __future__ import annotations
 
 import argparse
+import random
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ def _collect(args: argparse.Namespace) -> None:
     from .metatrain.zoo import make_zoo
 
     specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed)
-    done = collect(specs, args.out, workers=args.workers)
+    done = collect(specs, args.out, workers=args.workers, device=args.device)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
 
@@ -28,10 +29,14 @@ def _metatrain(args: argparse.Namespace) -> None:
     # Every val_every-th trajectory (by name) is held out for validation.
     val = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
     train = [p for p in paths if p not in val]
+    if args.max_train is not None:  # a seeded subset; smaller subsets are contained in larger ones
+        random.Random(args.seed).shuffle(train)
+        train = sorted(train[:args.max_train])
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       hid=args.hid, eval_every=args.eval_every)
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
-    metatrain(WindowSampler(train, spacing=args.spacing), WindowSampler(val, spacing=args.spacing), args.out, cfg)
+    metatrain(WindowSampler(train, spacing=args.spacing), WindowSampler(val, spacing=args.spacing), args.out, cfg,
+              device=args.device, stop_after=args.stop_after)
     print(f"weights written to {Path(args.out) / 'weights'}")
 
 
@@ -59,7 +64,7 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"  {m.name}: {'the base optimizer (no nowcast)' if m.spec is None else m.spec}")
     try:
         res = run_benchmark(methods, args.seeds, cfgs, args.out, workers=args.workers,
-                            progress=not args.no_progress, command=args.command_text)
+                            progress=not args.no_progress, command=args.command_text, device=args.device)
     except ValueError as err:
         sys.exit(f"nino-optim bench: {err}")
     if res["failed"]:
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--zoo-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
+    p.add_argument("--device", default="cpu", help="where the runs train: cpu, cuda, ...")
     p.set_defaults(func=_collect)
     p = sub.add_parser("metatrain", help="train a NiNo GNN on collected trajectories (resumes from --out)")
     p.add_argument("--data", default="data/trajectories")
@@ -100,6 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
     p.add_argument("--val-every", type=int, default=5, help="hold out every n-th trajectory")
+    p.add_argument("--max-train", type=int, default=None,
+                   help="train on a seeded subset of this many trajectories (to see how quality grows with data)")
+    p.add_argument("--device", default="cpu", help="where the GNN trains: cpu, cuda, ...")
+    p.add_argument("--stop-after", type=float, default=None,
+                   help="seconds: stop at the next checkpoint after this long (weights written; rerun to resume)")
     p.set_defaults(func=_metatrain)
     p = sub.add_parser("bench", help="steps to target on Fashion-MNIST and KJV text: one JSON results file per "
                        "(task, method, seed), skipped when present (resumes)")
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; lm: its own)")
     p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
     p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")
+    p.add_argument("--device", default="cpu", help="where models and data live: cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_bench)
     p = sub.add_parser("report", help="markdown tables and a PNG of the curves from `bench` results")

@@ -7,6 +7,7 @@ of the ``context`` slots is a nowcast: instead of the base step, the nowcaster p
 """
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Callable, Iterable
 
@@ -52,6 +53,8 @@ class NiNoAdam(Optimizer):
         max_horizon: K, the first (largest) k. Default: the nowcaster's ``max_horizon``, else 40.
         history_device, history_dtype: where past states live (default: the parameters' device; float32, or
             float64 for float64 models).
+        nowcaster_device: where a neural nowcaster computes. Default: the parameters' device for a nowcaster
+            loaded from a spec; a nowcaster object passed in stays where it is unless this is given.
         reset_base_state: clear the base optimizer's state (e.g. Adam moments) of the parameters a nowcast
             writes. Off by default, as in the official code.
         lpe: use Laplacian positional node features in the graph.
@@ -64,7 +67,7 @@ class NiNoAdam(Optimizer):
                  nowcaster: Any = "default", period: int = 1000, context: int = 5, max_steps: int | None = None,
                  k_decay: float = 2.0, max_horizon: int | None = None,
                  history_device: torch.device | str | None = None, history_dtype: torch.dtype | None = None,
-                 reset_base_state: bool = False, lpe: bool = True, **base_kwargs: Any):
+                 nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False, lpe: bool = True, **base_kwargs: Any):
         self.interval = validate_timeline(period, context)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
@@ -93,6 +96,10 @@ class NiNoAdam(Optimizer):
         if history_dtype is None:
             history_dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._flat_params) else torch.float32
         self.history = History(self._flat_params, context, history_device or first.device, history_dtype)
+        if nowcaster_device is None and isinstance(nowcaster, (str, os.PathLike)):
+            nowcaster_device = first.device  # a DTensor's is its local shard's device
+        if nowcaster_device is not None and isinstance(self.nowcaster, nn.Module):
+            self.nowcaster.to(nowcaster_device)
 
         if max_steps is None:
             warnings.warn(f"NiNoAdam: max_steps not given; the k-decay assumes {DEFAULT_MAX_STEPS} steps "

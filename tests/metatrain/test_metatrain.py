@@ -7,7 +7,7 @@ from nino_optim import build_neural_graph, load_nowcaster
 from nino_optim.metatrain.trajectories import list_trajectories, load_trajectory, write_trajectory
 from nino_optim.metatrain.train import TrainConfig, metatrain
 from nino_optim.metatrain.windows import MIN_FUTURE, WindowSampler, collate, masked_l1
-from nino_optim.metatrain.zoo import RunSpec, build_model, make_zoo
+from nino_optim.metatrain.zoo import RunSpec, build_model, example_inputs, make_zoo
 
 TINY = {"kind": "convnet", "hid": [4, 4, 4]}
 
@@ -28,9 +28,12 @@ def test_zoo_is_deterministic_and_buildable():
     zoo = make_zoo(8, steps=100, save_every=10)
     assert [s.run_id for s in zoo] == [s.run_id for s in make_zoo(8, steps=100, save_every=10)]
     assert len({s.run_id for s in zoo}) == 8
-    assert {s.arch["kind"] for s in zoo} == {"convnet", "mlp"}
+    assert {s.arch["kind"] for s in zoo} == {"convnet", "mlp", "gpt"}
     for spec in zoo:
-        assert build_model(spec.arch)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        (x,) = example_inputs(spec.arch)
+        out = build_model(spec.arch)(x)
+        assert out.shape == ((2, spec.arch["context"], 256) if spec.arch["kind"] == "gpt" else (2, 10))
+        assert spec.dataset == ("pydoc-topics" if spec.arch["kind"] == "gpt" else "fashion-mnist")
 
 
 def test_trajectory_roundtrip_and_listing(tmp_path):
@@ -59,6 +62,26 @@ def test_collect_records_states_and_resumes(tmp_path):
     init = torch.cat([p.detach().reshape(-1) for p in build_model(TINY).parameters()])
     assert torch.equal(traj.states[0], init.half())
     assert collect([spec], tmp_path) == []  # already there: nothing is run again
+
+
+def test_collect_records_a_language_model_and_its_graph_windows(tmp_path):
+    from nino_optim.bench.text import load_pydoc_topics
+    from nino_optim.metatrain.collect import run_one
+
+    arch = {"kind": "gpt", "layers": 2, "width": 16, "heads": 2, "context": 16}
+    spec = RunSpec(arch=arch, optimizer="adamw", lr=3e-3, weight_decay=1e-2, seed=5, steps=60, save_every=4,
+                   batch_size=4, dataset="pydoc-topics")
+    path = run_one(spec, load_pydoc_topics(), tmp_path)
+    traj = load_trajectory(path)
+    assert traj.states.shape == (16, sum(p.numel() for p in build_model(arch).parameters()))
+    assert all(m["val_perplexity"] > 1 for m in traj.meta["metrics"])
+    assert traj.meta["metrics"][-1]["val_perplexity"] < traj.meta["metrics"][0]["val_perplexity"]
+    window = WindowSampler([path], spacing=4, horizon=8).sample(torch.Generator().manual_seed(0))
+    graph = build_neural_graph(build_model(arch), example_inputs=example_inputs(arch))
+    assert window.edge_attr.shape == (graph.num_edges, 9 * 5) and not graph.fallback
+    assert int(window.mask.sum()) == graph.num_params * 8
+    moved = window.to("meta")
+    assert moved.target.device.type == "meta" and moved.mask.dtype == torch.bool
 
 
 def test_windows_scale_with_input_statistics_and_mask(tmp_path):

@@ -39,6 +39,10 @@ class FashionMNIST:
         """The first ``train`` training and ``test`` test examples (for quick tests)."""
         return FashionMNIST(self.train_x[:train], self.train_y[:train], self.test_x[:test], self.test_y[:test])
 
+    def to(self, device: torch.device | str) -> "FashionMNIST":
+        """The same tensors on ``device`` (not copied where they are there already)."""
+        return FashionMNIST(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+
 
 def fashion_mnist_dir() -> Path:
     """Where the IDX files are read from: ``$NINO_FASHION_MNIST`` or the Debian package's directory."""

@@ -96,8 +96,8 @@ class TinyGPT(nn.Module):
 
 
 def windows(data: torch.Tensor, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) [len(starts), length] int64: bytes at start.. and the bytes one further."""
-    idx = starts[:, None] + torch.arange(length + 1)
+    """(inputs, targets) [len(starts), length] int64 on ``data``'s device: bytes at start.. and one further."""
+    idx = (starts[:, None] + torch.arange(length + 1, device=starts.device)).to(data.device, non_blocking=True)
     chunk = data[idx].long()
     return chunk[:, :-1], chunk[:, 1:]
 
@@ -125,19 +125,22 @@ def validation_windows(text: TextData, task: LMTask, count: int = 512) -> tuple[
 def train_lm_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], text: TextData, *, steps: int,
                              eval_every: int, thresholds: Iterable[float] = (), seed: int = 0,
                              task: LMTask = LMTask(), name: str = "run", eval_windows: int = 512,
-                             on_eval: Callable[[int, float], None] | None = None) -> Curve:
+                             on_eval: Callable[[int, float], None] | None = None,
+                             device: torch.device | str = "cpu") -> Curve:
     """Train a fresh ``TinyGPT`` for ``steps`` optimizer steps; record validation perplexity every ``eval_every``.
 
     ``thresholds`` are perplexities; ``reached[t]`` is the first evaluated step with perplexity <= t. On a
     NiNoAdam nowcast call (``need_grads`` False) the batch is drawn but forward/backward are skipped. Seeds the
-    initialisation (``torch.manual_seed(seed)``) and the batch order (its own generator).
+    initialisation (``torch.manual_seed(seed)``) and the batch order (its own generator, on the CPU); the model
+    and the text live on ``device``.
     """
     if steps <= 0 or eval_every <= 0:
         raise ValueError(f"steps and eval_every must be positive, got {steps} and {eval_every}")
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = TinyGPT(task)
+    model = TinyGPT(task).to(device)
     optimizer = make_optimizer(model)
+    text = TextData(text.name, text.train.to(device), text.val.to(device))
     generator = torch.Generator().manual_seed(seed)
     val_x, val_y = validation_windows(text, task, eval_windows)
     curve = Curve(name=name, reached={float(t): None for t in sorted(thresholds)}, higher_is_better=False)

@@ -209,6 +209,14 @@ def _rss_mb() -> float:
         return float("nan")
 
 
+def _device_name(device: str) -> str:
+    """"cpu", or the accelerator's name (e.g. "cuda: NVIDIA H200")."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    return dev.type
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
@@ -229,10 +237,11 @@ def make_optimizer_factory(method: Method, cfg: BenchConfig) -> Callable:
 
 
 def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
-            progress: Callable[[int], None] | None = None) -> dict:
+            progress: Callable[[int], None] | None = None, device: str = "cpu") -> dict:
     """Train one run and return its results (not written). ``progress(n)`` is called with steps done.
 
-    ``data``: Fashion-MNIST for the image tasks, a ``TextData`` for lm (loaded when None).
+    ``data``: Fashion-MNIST for the image tasks, a ``TextData`` for lm (loaded when None). ``device``: where
+    the model and data live; not part of the protocol (a run's file records it).
     """
     lm = cfg.task == "lm"
     if data is None:
@@ -254,12 +263,12 @@ def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
         if lm:
             curve = train_lm_steps_to_target(make, data, steps=cfg.steps, eval_every=cfg.eval_every,
                                              thresholds=cfg.thresholds, seed=seed, name=f"{method.name}/{seed}",
-                                             on_eval=on_eval)
+                                             on_eval=on_eval, device=device)
         else:
             curve = train_steps_to_target(make, data, steps=cfg.steps, eval_every=cfg.eval_every,
                                           thresholds=cfg.thresholds, seed=seed, model=cfg.task,
                                           batch_size=cfg.batch_size, name=f"{method.name}/{seed}",
-                                          order=cfg.order, on_eval=on_eval)
+                                          order=cfg.order, on_eval=on_eval, device=device)
         caught = sorted({str(w.message) for w in wlist})
     steps_to = {f"{t:g}": first_reached(curve.steps, curve.values, t, cfg.higher_is_better) for t in cfg.thresholds}
     nowcast_mean = sum(curve.nowcast_times) / len(curve.nowcast_times) if curve.nowcast_times else None
@@ -275,7 +284,7 @@ def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
         "eval_time": curve.eval_time, "nowcast_steps": curve.nowcast_steps, "nowcast_times": curve.nowcast_times,
         "mean_nowcast_time": nowcast_mean, "nowcast_time_total": sum(curve.nowcast_times),
         "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_rss, "warnings": caught,
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_examples": len(data.train) if lm else len(data.train_x),  # bytes for lm
         "test_examples": len(data.val) if lm else len(data.test_x),
@@ -289,6 +298,7 @@ class Job:
     cfg: BenchConfig
     path: Path = field(default=None)
     command: str | None = None
+    device: str = "cpu"
 
 
 def _check_existing(path: Path, cfg: BenchConfig) -> bool:
@@ -322,7 +332,7 @@ def _worker(job: Job) -> tuple[str, str | None]:
     key = str(job.path)
     try:
         report = (lambda n: _QUEUE.put((key, n))) if _QUEUE is not None else None
-        result = run_one(job.method, job.seed, job.cfg, progress=report)
+        result = run_one(job.method, job.seed, job.cfg, progress=report, device=job.device)
         result["command"] = job.command
         write_json_atomic(job.path, result)
         return key, None
@@ -332,7 +342,8 @@ def _worker(job: Job) -> tuple[str, str | None]:
 
 def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | list[BenchConfig],
                   out: str | os.PathLike, workers: int = 1, progress: bool = True,
-                  log: Callable[[str], None] = print, command: str | None = None) -> dict[str, list[str]]:
+                  log: Callable[[str], None] = print, command: str | None = None,
+                  device: str = "cpu") -> dict[str, list[str]]:
     """Run every (config, method, seed) whose results file is missing.
 
     Args:
@@ -340,6 +351,7 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
         workers: parallel processes, each with one torch thread and one run at a time (a fresh process per run);
             0 runs everything in this process (with one torch thread while it runs).
         command: the command line, stored in each results file (the report quotes it).
+        device: where each run's model and data live ("cpu", "cuda", ...); several workers may share one GPU.
 
     Returns:
         ``{"done": [...], "skipped": [...], "failed": [...]}`` (paths).
@@ -353,7 +365,7 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
                 if _check_existing(path, c):
                     skipped.append(str(path))
                 else:
-                    jobs.append(Job(m, s, c, path, command))
+                    jobs.append(Job(m, s, c, path, command, device))
     total = len(jobs) + len(skipped)
     log(f"{total} runs: {len(skipped)} already in {out}, {len(jobs)} to do"
         + (f" ({workers} parallel process{'es' if workers > 1 else ''}, 1 torch thread each)" if jobs else ""))
@@ -372,7 +384,8 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
                         lm = job.cfg.task == "lm"
                         if lm not in loaded:
                             loaded[lm] = load_kjv() if lm else load_fashion_mnist()
-                        result = run_one(job.method, job.seed, job.cfg, data=loaded[lm], progress=bars.steps)
+                        result = run_one(job.method, job.seed, job.cfg, data=loaded[lm], progress=bars.steps,
+                                         device=job.device)
                         result["command"] = job.command
                         write_json_atomic(job.path, result)
                         done.append(str(job.path))

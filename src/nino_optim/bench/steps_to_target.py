@@ -181,9 +181,11 @@ def run_steps(optimizer: Optimizer, steps: int, eval_every: int, curve: Curve,
     ``next_batch()`` draws the step's batch (on every step, nowcasts included, so the batch order never depends on
     the method) and returns a function computing its loss. On a NiNoAdam nowcast call (``need_grads`` False) the
     loss is not computed, as in the official loop. ``record(step, mean training loss since the last evaluation)``
-    runs every ``eval_every`` steps, at the last step and after a non-finite loss (which ends the run), then
-    ``stop()`` may end it.
+    runs every ``eval_every`` steps and at the last step; then a non-finite loss since the last evaluation ends
+    the run, and so may ``stop()``.
     """
+    # The loss is summed where it is computed and read once per evaluation: reading it every step would make
+    # an accelerator wait for each step to finish. A non-finite loss is therefore noticed at the next evaluation.
     loss_sum, loss_count = 0.0, 0
     train_start = time.perf_counter()
     for step in range(1, steps + 1):
@@ -193,9 +195,7 @@ def run_steps(optimizer: Optimizer, steps: int, eval_every: int, curve: Curve,
             loss = loss_of_batch()
             loss.backward()
             optimizer.step()
-            value = float(loss.detach())
-            curve.finite = curve.finite and math.isfinite(value)
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
         else:  # a nowcast call: gradients are not used, so forward/backward are skipped (official loop)
             t0 = time.perf_counter()
             optimizer.step()
@@ -203,9 +203,11 @@ def run_steps(optimizer: Optimizer, steps: int, eval_every: int, curve: Curve,
             curve.nowcast_steps.append(step)
         if after_step is not None:
             after_step()
-        if step % eval_every == 0 or step == steps or not curve.finite:
+        if step % eval_every == 0 or step == steps:
+            mean_loss = float(loss_sum) / loss_count if loss_count else float("nan")
+            curve.finite = curve.finite and (not loss_count or math.isfinite(mean_loss))
             curve.train_time += time.perf_counter() - train_start
-            record(step, loss_sum / loss_count if loss_count else float("nan"))
+            record(step, mean_loss)
             loss_sum, loss_count = 0.0, 0
             train_start = time.perf_counter()
             if not curve.finite or (stop is not None and stop()):
@@ -218,7 +220,8 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
                           eval_batch_size: int = 1000, name: str = "run", stop_when_reached: bool = False,
                           progress: bool = False, log: Callable[[str], None] | None = None,
                           log_every: int | None = None, order: str = "randperm",
-                          on_eval: Callable[[int, float], None] | None = None) -> Curve:
+                          on_eval: Callable[[int, float], None] | None = None,
+                          device: torch.device | str = "cpu") -> Curve:
     """Train a fresh model with ``make_optimizer(model)`` for ``steps`` optimizer steps and record its curve.
 
     Args:
@@ -237,6 +240,8 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         log_every: call ``log`` only on steps that are multiples of this (and the last step).
         on_eval: called with (step, accuracy) after each evaluation, if given.
         order: ``"randperm"`` or ``"dataloader"`` (the official loop's batch order; see the module docstring).
+        device: where the model and the data live (initialisation and batch order are drawn on the CPU, so a
+            seed gives the same run on every device up to floating-point differences).
 
     Returns:
         a ``Curve``. A non-finite training loss stops the run early with ``finite=False``.
@@ -252,7 +257,8 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
         net = model()
     else:
         net = build_model(model, seed)
-    net.train()
+    net.to(device).train()
+    data = data.to(device)
     optimizer = make_optimizer(net)
     if order == "dataloader":
         batches = _dataloader_batches(len(data.train_x), batch_size, seed)
@@ -281,7 +287,7 @@ def train_steps_to_target(make_optimizer: Callable[[nn.Module], Optimizer], data
             log(f"{name}: step {step:>6d}  test acc {acc:.4f}  train loss {loss:.4f}")
 
     def next_batch() -> Callable[[], torch.Tensor]:
-        idx = next(batches)
+        idx = next(batches).to(device, non_blocking=True)
         return lambda: F.cross_entropy(net(data.train_x[idx]), data.train_y[idx])
 
     def stop() -> bool:

@@ -1,23 +1,32 @@
 """Run the zoo and record parameter trajectories (``nino-optim collect``)."""
 from __future__ import annotations
 
+import math
+import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..bench.data import FashionMNIST, load_fashion_mnist
+from ..bench.data import load_fashion_mnist
+from ..bench.lm import perplexity, windows
+from ..bench.text import load_pydoc_topics
 from .trajectories import is_complete, write_trajectory
-from .zoo import RunSpec, build_model
+from .zoo import RunSpec, build_model, gpt_task
 
 EVAL_EXAMPLES = 2000  # test images used for the metrics stored beside each state
+EVAL_WINDOWS = 128  # validation windows for the language models' perplexity
+LOADERS = {"fashion-mnist": load_fashion_mnist, "pydoc-topics": load_pydoc_topics}
 
 
 def _flat(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    """All parameters, flat, in ``named_parameters()`` order, on the CPU: [P]."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
 
 
 @torch.no_grad()
@@ -28,56 +37,97 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / len(x)
 
 
-def run_one(spec: RunSpec, data: FashionMNIST, root: str | os.PathLike, progress: bool = False) -> Path:
-    """Train one run and write its trajectory: states at step 0 and every ``save_every`` steps after."""
+def _objective(spec: RunSpec, model: nn.Module, data, generator: torch.Generator, device: torch.device
+               ) -> tuple[Callable[[], torch.Tensor], Callable[[], dict]]:
+    """(next batch's loss, metrics of the current model) for the spec's data set.
+
+    Batches are drawn on the CPU from ``generator`` (the same run on every device): Fashion-MNIST without
+    replacement, a fresh permutation each epoch; text as random windows.
+    """
+    if spec.dataset == "pydoc-topics":
+        task = gpt_task(spec.arch)
+        train, val = data.train.to(device), data.val.to(device)
+        starts = torch.linspace(0, len(val) - task.context - 2, EVAL_WINDOWS).long()
+        val_x, val_y = windows(val, starts, task.context)
+        high = len(train) - task.context - 1
+
+        def loss() -> torch.Tensor:
+            x, y = windows(train, torch.randint(0, high, (spec.batch_size,), generator=generator), task.context)
+            return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+        return loss, lambda: {"val_perplexity": perplexity(model, val_x, val_y)}
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    test_x, test_y = data.test_x[:EVAL_EXAMPLES].to(device), data.test_y[:EVAL_EXAMPLES].to(device)
+    order, cursor = torch.randperm(len(train_x), generator=generator), 0
+
+    def loss() -> torch.Tensor:
+        nonlocal order, cursor
+        if cursor + spec.batch_size > len(order):
+            order, cursor = torch.randperm(len(train_x), generator=generator), 0
+        idx = order[cursor:cursor + spec.batch_size].to(device)
+        cursor += spec.batch_size
+        return F.cross_entropy(model(train_x[idx]), train_y[idx])
+
+    return loss, lambda: {"test_acc": _accuracy(model, test_x, test_y)}
+
+
+def run_one(spec: RunSpec, data, root: str | os.PathLike, progress: bool = False,
+            device: torch.device | str = "cpu") -> Path:
+    """Train one run and write its trajectory: states at step 0 and every ``save_every`` steps after.
+
+    ``data``: the spec's data set (``LOADERS[spec.dataset]()``). The model is initialised on the CPU from the
+    spec's seed, then moved to ``device``.
+    """
+    device = torch.device(device)
     torch.manual_seed(spec.seed)
-    model = build_model(spec.arch)
+    model = build_model(spec.arch).to(device)
     opt_cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    generator = torch.Generator().manual_seed(spec.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    test_x, test_y = data.test_x[:EVAL_EXAMPLES], data.test_y[:EVAL_EXAMPLES]
-    states, saved_steps, metrics = [_flat(model)], [0], [{"test_acc": _accuracy(model, test_x, test_y)}]
-    order = torch.randperm(len(data.train_x), generator=generator)
-    cursor, running, start = 0, 0.0, time.perf_counter()
+    loss_of_next_batch, metrics_now = _objective(spec, model, data, torch.Generator().manual_seed(spec.seed), device)
+    states, saved_steps, metrics = [_flat(model)], [0], [metrics_now()]
+    running, start = torch.zeros((), device=device), time.perf_counter()  # summed where computed: no sync a step
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=spec.steps, desc=spec.run_id[:48], leave=False)
     for step in range(1, spec.steps + 1):
-        if cursor + spec.batch_size > len(order):
-            order, cursor = torch.randperm(len(data.train_x), generator=generator), 0
-        idx = order[cursor:cursor + spec.batch_size]
-        cursor += spec.batch_size
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
+        loss = loss_of_next_batch()
         loss.backward()
         opt.step()
-        running += loss.item()
+        running += loss.detach()
         if step % spec.save_every == 0:
             states.append(_flat(model))
             saved_steps.append(step)
-            metrics.append({"train_loss": running / spec.save_every, "test_acc": _accuracy(model, test_x, test_y)})
-            running = 0.0
+            metrics.append({"train_loss": running.item() / spec.save_every, **metrics_now()})
+            running.zero_()
+            if not math.isfinite(metrics[-1]["train_loss"]):
+                raise FloatingPointError(f"{spec.run_id}: training loss became {metrics[-1]['train_loss']} by step "
+                                         f"{step}; not recorded")
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
     meta = {"run_id": spec.run_id, "spec": spec.to_dict(), "steps": saved_steps, "metrics": metrics,
             "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
-            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__, "device": str(device)}
     return write_trajectory(root, meta, torch.stack(states))
 
 
-def _worker(spec: RunSpec, root: str) -> str:
+def _worker(spec: RunSpec, root: str, device: str) -> str:
     torch.set_num_threads(1)  # one process per core
-    run_one(spec, load_fashion_mnist(), root)
+    run_one(spec, LOADERS[spec.dataset](), root, device=device)
     return spec.run_id
 
 
-def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1) -> list[str]:
-    """Run every spec whose trajectory is not yet in ``root``; returns the run ids written now."""
+def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1, device: str = "cpu",
+            log: Callable[[str], None] = print) -> list[str]:
+    """Run every spec whose trajectory is not yet in ``root``; returns the run ids written now.
+
+    ``workers`` > 1 runs that many fresh processes (one torch thread each; several may share one GPU). A run
+    that fails is reported and left out; the others go on.
+    """
     todo = [s for s in specs if not is_complete(root, s.run_id)]
     Path(root).mkdir(parents=True, exist_ok=True)
     try:
@@ -88,15 +138,26 @@ def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1) -> 
     done = []
     if workers <= 1:
         torch.set_num_threads(1)  # small models: one thread per process is fastest, more only contend
-        data = load_fashion_mnist()
+        loaded: dict[str, object] = {}
         for spec in todo:
-            done.append(run_one(spec, data, root, progress=bar is not None).name)
+            if spec.dataset not in loaded:
+                loaded[spec.dataset] = LOADERS[spec.dataset]()
+            try:
+                done.append(run_one(spec, loaded[spec.dataset], root, progress=bar is not None,
+                                    device=device).name)
+            except FloatingPointError as err:
+                log(f"skipped: {err}")
             if bar:
                 bar.update()
     else:
-        with ProcessPoolExecutor(workers) as pool:
-            for future in as_completed([pool.submit(_worker, s, str(root)) for s in todo]):
-                done.append(future.result())
+        # spawn: fresh interpreters, which CUDA needs (a forked child cannot use its parent's CUDA context)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_worker, s, str(root), device): s for s in todo}
+            for future in as_completed(futures):
+                try:
+                    done.append(future.result())
+                except Exception as err:  # one diverged or broken run must not stop the collection
+                    log(f"failed: {futures[future].run_id}: {type(err).__name__}: {err}")
                 if bar:
                     bar.update()
     if bar:

@@ -34,29 +34,36 @@ class TrainConfig:
 
 
 def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg: TrainConfig,
-              progress: bool = True) -> NiNoGNN:
-    """Train (or resume training) a NiNo GNN; writes checkpoints, the curves and ``weights/`` to ``out_dir``."""
+              progress: bool = True, device: torch.device | str = "cpu", stop_after: float | None = None) -> NiNoGNN:
+    """Train (or resume training) a NiNo GNN; writes checkpoints, the curves and ``weights/`` to ``out_dir``.
+
+    Windows are sampled on the CPU (from seeded generators) and trained on ``device``; the device is not part of
+    the configuration, so a run may resume on another one. The returned model is on the CPU.
+
+    ``stop_after``: seconds after which training stops at the next checkpoint (every ``eval_every``
+    iterations), writing ``weights/`` from there; running again with the same configuration resumes it.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = NiNoGNN(NiNoConfig(hid=cfg.hid, mp_layers=cfg.mp_layers, ctx=train.context, seq_len=train.horizon,
-                               max_feat_size=train.max_feat_size))
+                               max_feat_size=train.max_feat_size)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations, eta_min=cfg.min_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     val_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    val_batches = [collate([val.sample(val_gen, flip_lpe=False)]) for _ in range(cfg.val_windows)]
+    val_batches = [collate([val.sample(val_gen, flip_lpe=False)]).to(device) for _ in range(cfg.val_windows)]
     history: dict[str, list] = {"train": [], "val": []}
     start = 0
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         if ckpt["config"] != asdict(cfg):
             raise ValueError(f"{ckpt_path} was written with another configuration; use a new --out directory")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        generator.set_state(ckpt["generator"])
+        generator.set_state(ckpt["generator"].cpu())
         history, start = json.loads(ckpt["history"]), ckpt["iteration"]
 
     bar = None
@@ -70,7 +77,7 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     model.train()
     t0 = time.perf_counter()
     for it in range(start + 1, cfg.iterations + 1):
-        batch = collate([train.sample(generator) for _ in range(cfg.batch_size)])
+        batch = collate([train.sample(generator) for _ in range(cfg.batch_size)]).to(device)
         loss = masked_l1(model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,9 +96,12 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "generator": generator.get_state(), "iteration": it, "history": json.dumps(history),
                         "config": asdict(cfg)}, ckpt_path)
+            if stop_after is not None and time.perf_counter() - t0 > stop_after and it < cfg.iterations:
+                history["stopped_at"] = it  # not finished: the weights are those of this checkpoint
+                break
     if bar is not None:
         bar.close()
-    model.eval()
+    model.cpu().eval()
     save_pretrained(model, out_dir / "weights")
     (out_dir / "history.json").write_text(json.dumps({**history, "seconds_this_session":
                                                       round(time.perf_counter() - t0, 1)}) + "\n")

@@ -8,6 +8,7 @@ trajectory's end, not on auxiliary edges (residual, head, self-loop).
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ..graph import NeuralGraph, build_neural_graph
 from ..nowcast.scaling import LayerwiseScaler
 from .trajectories import Trajectory, load_trajectory
-from .zoo import build_model
+from .zoo import build_model, example_inputs
 
 MIN_FUTURE = 10  # the official dataset asserts at least 10 future states per window
 
@@ -33,6 +34,10 @@ class Window:
     edge_index: torch.Tensor  # [2, E]
     edge_type: torch.Tensor  # [E]
     lpe: torch.Tensor  # [N, 8]
+
+    def to(self, device: torch.device | str) -> "Window":
+        """The same window with every tensor on ``device``."""
+        return Window(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
 
 
 class WindowSampler:
@@ -49,6 +54,7 @@ class WindowSampler:
                  max_feat_size: int = 9):
         self.context, self.horizon, self.max_feat_size = context, horizon, max_feat_size
         self.items: list[tuple[Trajectory, NeuralGraph, int]] = []
+        graphs: dict[str, NeuralGraph] = {}
         for path in paths:
             traj = load_trajectory(path)
             every = traj.meta["spec"]["save_every"]
@@ -58,12 +64,16 @@ class WindowSampler:
             if traj.states.shape[0] < (context + MIN_FUTURE - 1) * stride + 1:
                 raise ValueError(f"{path}: {traj.states.shape[0]} states are too few for {context} inputs and "
                                  f"{MIN_FUTURE} targets {spacing} steps apart")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                graph = build_neural_graph(build_model(traj.meta["spec"]["arch"]))
+            arch = traj.meta["spec"]["arch"]
+            key = json.dumps(arch, sort_keys=True)
+            if key not in graphs:  # one graph (and LPE) per architecture, shared by its trajectories
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    graphs[key] = build_neural_graph(build_model(arch), example_inputs=example_inputs(arch))
+                graphs[key].lpe  # computed once, here
+            graph = graphs[key]
             if graph.num_params != traj.states.shape[1]:
                 raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
-            graph.lpe  # computed once, here
             self.items.append((traj, graph, stride))
         if not self.items:
             raise ValueError("no trajectories to sample windows from")

@@ -10,8 +10,10 @@ import math
 import random
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
+from ..bench.lm import LMTask, TinyGPT
 from ..bench.tasks import ConvNet
 
 
@@ -19,7 +21,9 @@ from ..bench.tasks import ConvNet
 class RunSpec:
     """One training run of the zoo."""
 
-    arch: dict  # {"kind": "convnet", "hid": [h1, h2, h3]} or {"kind": "mlp", "hidden": [...]}
+    # {"kind": "convnet", "hid": [h1, h2, h3]}, {"kind": "mlp", "hidden": [...]} or
+    # {"kind": "gpt", "layers": L, "width": W, "heads": H, "context": T}
+    arch: dict
     optimizer: str  # "adam" or "adamw"
     lr: float
     weight_decay: float
@@ -33,15 +37,25 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         kind = self.arch["kind"]
-        dims = "x".join(str(d) for d in self.arch.get("hid") or self.arch.get("hidden"))
+        if kind == "gpt":
+            dims = f"{self.arch['layers']}x{self.arch['width']}h{self.arch['heads']}"
+        else:
+            dims = "x".join(str(d) for d in self.arch.get("hid") or self.arch.get("hidden"))
         return f"{self.dataset}-{kind}{dims}-{self.optimizer}-lr{self.lr:.2e}-wd{self.weight_decay:g}-s{self.seed}"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def gpt_task(arch: dict) -> LMTask:
+    """The byte-level ``TinyGPT`` settings of a "gpt" architecture entry."""
+    return LMTask(context=arch["context"], width=arch["width"], layers=arch["layers"], heads=arch["heads"])
+
+
 def build_model(arch: dict) -> nn.Module:
-    """The model an architecture entry describes (Fashion-MNIST input: 1x28x28, 10 classes)."""
+    """The model an architecture entry describes (Fashion-MNIST input 1x28x28 and 10 classes; bytes for "gpt")."""
+    if arch["kind"] == "gpt":
+        return TinyGPT(gpt_task(arch))
     if arch["kind"] == "convnet":
         return ConvNet(tuple(arch["hid"]))
     if arch["kind"] == "mlp":
@@ -50,24 +64,42 @@ def build_model(arch: dict) -> nn.Module:
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(dims) - 2 else [])
         return nn.Sequential(*layers)
-    raise ValueError(f"unknown architecture kind {arch['kind']!r}; expected 'convnet' or 'mlp'")
+    raise ValueError(f"unknown architecture kind {arch['kind']!r}; expected 'convnet', 'mlp' or 'gpt'")
+
+
+def example_inputs(arch: dict) -> tuple[torch.Tensor]:
+    """One input batch for tracing the model (a batch of two)."""
+    if arch["kind"] == "gpt":
+        return (torch.zeros(2, arch["context"], dtype=torch.long),)
+    return (torch.zeros(2, 1, 28, 28),)
 
 
 def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed: int = 0) -> list[RunSpec]:
-    """``runs`` run specs: FM-16-family convnets (3 in 4) and MLPs, Adam/AdamW, lr around the tuned 6e-3."""
+    """``runs`` run specs, in a repeating pattern of 8: five FM-16/FM-32-family convnets (widths 8-64), one MLP
+    and two byte-level GPTs (2-4 layers, 16-64 wide, 2-4 heads) on CPython's help texts; Adam or AdamW with
+    the learning rate drawn log-uniformly within a factor 2 of the tuned one (6e-3 convnets, 2e-3 MLPs, 3e-3
+    GPTs)."""
     rng = random.Random(zoo_seed)
-    widths = [8, 12, 16, 24, 32]
+    widths = [8, 12, 16, 24, 32, 48, 64]
     specs = []
     for i in range(runs):
-        if i % 4 == 3:
+        kind = {3: "mlp", 5: "gpt", 7: "gpt"}.get(i % 8, "convnet")
+        dataset, batch_size = "fashion-mnist", 128
+        if kind == "mlp":
             arch = {"kind": "mlp", "hidden": [rng.choice([16, 32, 64])] * rng.choice([1, 2])}
-            lr = 2e-3 * math.exp(rng.uniform(-0.7, 0.7))
+            lr = 2e-3
+        elif kind == "gpt":
+            width = rng.choice([16, 32, 48, 64])
+            arch = {"kind": "gpt", "layers": rng.choice([2, 3, 4]), "width": width,
+                    "heads": rng.choice([h for h in (2, 4) if width % h == 0]), "context": 64}
+            lr, dataset, batch_size = 3e-3, "pydoc-topics", 32
         else:
             h1 = rng.choice(widths)
             arch = {"kind": "convnet", "hid": [h1, rng.choice([w for w in widths if w >= h1]), rng.choice(widths)]}
-            lr = 6e-3 * math.exp(rng.uniform(-0.7, 0.7))
+            lr = 6e-3
+        lr *= math.exp(rng.uniform(-0.7, 0.7))
         optimizer = rng.choice(["adam", "adamw"])
         specs.append(RunSpec(arch=arch, optimizer=optimizer, lr=float(f"{lr:.3g}"),
                              weight_decay=0.0 if optimizer == "adam" else 1e-2, seed=1 + i + 1000 * zoo_seed,
-                             steps=steps, save_every=save_every))
+                             steps=steps, save_every=save_every, batch_size=batch_size, dataset=dataset))
     return specs
