@@ -57,7 +57,7 @@ def main() -> None:
 
     paths = list_trajectories(args.data)
     held_out = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
-    sampler = WindowSampler(held_out, spacing=args.spacing)
+    sampler = WindowSampler(held_out, spacing=args.spacing, device=args.device)
     gen = torch.Generator().manual_seed(args.seed)
     windows = [collate([sampler.sample(gen, flip_lpe=False)]).to(args.device) for _ in range(args.windows)]
     methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}

@@ -35,7 +35,8 @@ def _metatrain(args: argparse.Namespace) -> None:
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       hid=args.hid, eval_every=args.eval_every)
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
-    metatrain(WindowSampler(train, spacing=args.spacing), WindowSampler(val, spacing=args.spacing), args.out, cfg,
+    metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
+              WindowSampler(val, spacing=args.spacing, device=args.device), args.out, cfg,
               device=args.device, stop_after=args.stop_after)
     print(f"weights written to {Path(args.out) / 'weights'}")
 

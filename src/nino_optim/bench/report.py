@@ -154,7 +154,8 @@ def summarize(results: list[dict]) -> dict[str, dict]:
                          "seeds": sorted({r["seed"] for r in all_runs}), "order": order, "methods": methods,
                          "mixed_protocols": len(configs) > 1, "config": all_runs[0].get("config", {}),
                          "runs": len(all_runs), "torch": all_runs[0].get("torch"),
-                         "threads": sorted({r.get("threads") for r in all_runs if r.get("threads") is not None})}
+                         "threads": sorted({r.get("threads") for r in all_runs if r.get("threads") is not None}),
+                         "devices": sorted({r.get("device", "cpu") for r in all_runs})}
     return dict(sorted(summary.items()))
 
 
@@ -244,7 +245,8 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
                   + (f", batch order `{c.get('order')}`" if s["higher_is_better"] else "")
                   + (f", {c.get('train_examples')} training images" if c.get("train_examples") else "")
                   + (f", {c.get('test_examples')} test images" if c.get("test_examples") else "")
-                  + f"; torch {s['torch']}, torch threads per run {', '.join(map(str, s['threads']))}.", ""]
+                  + f"; run on {', '.join(s['devices'])}, torch {s['torch']}, torch threads per run "
+                  f"{', '.join(map(str, s['threads']))}.", ""]
         if s["mixed_protocols"]:
             parts += ["**Warning: these runs do not all share one protocol (see their `config`).**", ""]
         parts += [task_table(task, s), ""]

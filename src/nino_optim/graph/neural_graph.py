@@ -66,6 +66,8 @@ class NeuralGraph:
     use_lpe: bool = True
     _lpe: torch.Tensor | None = field(default=None, repr=False)
     _layout: EdgeLayout | None = field(default=None, repr=False)
+    # index tensors already copied to an accelerator, by device (meta-training maps thousands of windows)
+    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_edges(self) -> int:
@@ -127,7 +129,7 @@ class NeuralGraph:
         out = states.new_zeros(self.num_edges, self.feat_size, T)
         edge, slot, placed = self._index_on(states.device)
         out[edge, slot] = states[placed]
-        edge_type = self.edge_type.to(states.device)
+        edge_type = self._on(states.device, "edge_type", lambda: self.edge_type)
         for etype, value in AUX_VALUE.items():
             out[edge_type == etype, 0] = value
         return out.reshape(self.num_edges, self.feat_size * T)
@@ -154,9 +156,21 @@ class NeuralGraph:
         return out
 
     def _index_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(edge, slot) of every placed parameter, and the placed mask [P], on ``device``."""
-        placed = self.placed_mask
-        return (self.param_edge[placed].to(device), self.param_slot[placed].to(device), placed.to(device))
+        """(edge, slot) of every placed parameter, and the index of each placed parameter, on ``device``."""
+        def make():
+            placed = self.placed_mask
+            return self.param_edge[placed], self.param_slot[placed], placed.nonzero()[:, 0]
+        return self._on(device, "index", make)
+
+    def _on(self, device: torch.device, name: str, make):
+        """``make()``'s tensor(s) on ``device``: made each time on the CPU, copied once to an accelerator."""
+        if device.type == "cpu":
+            return make()
+        key = (name, str(device))
+        if key not in self._on_device:
+            value = make()
+            self._on_device[key] = tuple(v.to(device) for v in value) if isinstance(value, tuple) else value.to(device)
+        return self._on_device[key]
 
     def draw(self, path, max_pixels: int = 1500) -> str:
         """Save a PNG of the adjacency matrix coloured by edge type (source rows, target columns).

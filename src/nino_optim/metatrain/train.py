@@ -37,8 +37,9 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
               progress: bool = True, device: torch.device | str = "cpu", stop_after: float | None = None) -> NiNoGNN:
     """Train (or resume training) a NiNo GNN; writes checkpoints, the curves and ``weights/`` to ``out_dir``.
 
-    Windows are sampled on the CPU (from seeded generators) and trained on ``device``; the device is not part of
-    the configuration, so a run may resume on another one. The returned model is on the CPU.
+    The GNN trains on ``device`` (windows are made where the samplers keep their states, from seeded generators
+    on the CPU); the device is not part of the configuration, so a run may resume on another one. The returned
+    model is on the CPU.
 
     ``stop_after``: seconds after which training stops at the next checkpoint (every ``eval_every``
     iterations), writing ``weights/`` from there; running again with the same configuration resumes it.

@@ -48,11 +48,14 @@ class WindowSampler:
         context, horizon: c and K.
         spacing: optimizer steps between consecutive states of a window.
         max_feat_size: feature slots every window is padded to.
+        device: where the states are kept and windows are made (an accelerator makes them much faster than the
+            CPU, which would otherwise starve meta-training on it); the random draws stay on the CPU.
     """
 
     def __init__(self, paths: list[Path], *, context: int = 5, horizon: int = 40, spacing: int = 200,
-                 max_feat_size: int = 9):
+                 max_feat_size: int = 9, device: torch.device | str = "cpu"):
         self.context, self.horizon, self.max_feat_size = context, horizon, max_feat_size
+        self.device = torch.device(device)
         self.items: list[tuple[Trajectory, NeuralGraph, int]] = []
         graphs: dict[str, NeuralGraph] = {}
         for path in paths:
@@ -74,7 +77,11 @@ class WindowSampler:
             graph = graphs[key]
             if graph.num_params != traj.states.shape[1]:
                 raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
+            traj.states = traj.states.to(self.device)
             self.items.append((traj, graph, stride))
+        # (lpe, edge_index, edge_type) of each graph, on the device
+        self._graph_tensors = {id(g): (g.lpe.to(self.device), g.edge_index.to(self.device), g.edge_type.to(self.device))
+                               for g in graphs.values()}
         if not self.items:
             raise ValueError("no trajectories to sample windows from")
 
@@ -84,7 +91,7 @@ class WindowSampler:
         n = traj.states.shape[0]
         last_start = n - 1 - (self.context + MIN_FUTURE - 1) * stride
         start = int(torch.randint(last_start + 1, (1,), generator=generator))
-        idx = torch.arange(start, n, stride)[: self.context + self.horizon]
+        idx = torch.arange(start, n, stride)[: self.context + self.horizon].to(self.device)
         states = traj.states[idx].t().float()  # [P, c + T]
         inputs, future = states[:, : self.context], states[:, self.context:]
         scaler = LayerwiseScaler(inputs, graph.params)
@@ -92,13 +99,13 @@ class WindowSampler:
         target = F.pad(scaler.scale(future), (0, self.horizon - steps))  # [P, K]
         mask = torch.zeros_like(target)
         mask[:, :steps] = 1.0
-        lpe = graph.lpe
+        lpe, edge_index, edge_type = self._graph_tensors[id(graph)]
         if flip_lpe:
-            lpe = lpe * (torch.randint(2, (1, lpe.shape[1]), generator=generator) * 2 - 1)
-        aux = (graph.edge_type >= 10)[:, None, None]
+            lpe = lpe * (torch.randint(2, (1, lpe.shape[1]), generator=generator) * 2 - 1).to(self.device)
+        aux = (edge_type >= 10)[:, None, None]
         return Window(edge_attr=self._edges(graph, scaler.scale(inputs)).flatten(1),
                       target=self._edges(graph, target), mask=self._edges(graph, mask).bool() & ~aux,
-                      edge_index=graph.edge_index, edge_type=graph.edge_type, lpe=lpe)
+                      edge_index=edge_index, edge_type=edge_type, lpe=lpe)
 
     def _edges(self, graph: NeuralGraph, values: torch.Tensor) -> torch.Tensor:
         """[P, T] -> [E, max_feat_size, T], zero-padded slots."""
