@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Everything this project does on a lent GPU machine, in one prepared run of at most ~9.5 minutes:
-#   0. the nowcast on CUDA (issue 6): benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2;
-#   1. the FM-32 benchmark (issue 7): Adam, Linefit+, WNN+, NiNo x 3 seeds, in the background throughout;
-#   2. trajectory collection for meta-training (issue 3), many runs in parallel processes on the GPU;
-#   3. meta-training on what was collected (all trajectories, and seeded subsets for the data-scaling curve),
-#      while Adam and the official NiNo run the FM-16 and lm benchmarks;
-#   4. the project's weights in the benchmark: FM-16, FM-32, lm x 3 seeds; held-out meta-loss vs the official.
-# Each phase has a deadline and writes what it finished; results are packed into $OUT at the end.
+# What this project runs on a lent GPU machine, in one prepared command (several processes share the GPU):
+#   nowcast   the nowcast on CUDA (issue 6): benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2
+#   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
+#             Adam and NiNo; 3 seeds each, in the background until the end
+#   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
+#   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
+#   own       the project's weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
+# PHASES picks them (default: all). Each phase has a deadline (seconds after the start) and keeps what finished;
+# results are packed into $OUT after each phase.
 #
-# Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/{nino_no_posw,nino_mlp}.pt, kjv.txt.
-# Local dry run on the CPU with tiny settings: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry scripts/gpu_session.sh
+# Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
+# baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
+# Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,25 +22,38 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/gpu_out}
 W=${WORK:-/tmp/gpu_work}
-mkdir -p "$OUT" "$W/logs"
+PHASES=${PHASES:-nowcast baselines collect metatrain own}
+mkdir -p "$OUT" "$W/logs" "$W/trajectories"
 START=$(date +%s)
 at() { echo $(( $(date +%s) - START )); }
 left() { local s=$(( $1 - $(at) )); echo $(( s > 1 ? s : 1 )); }  # seconds to deadline $1 (after start)
 log() { echo "[$(at)s] $*" | tee -a "$W/logs/session.log"; }
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
+  local metas; metas=$(cd "$W" && find trajectories -name meta.json)
+  tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz.tmp" logs $(cd "$W" && ls -d bench metatrain* \
+    nowcast_cuda.json 2> /dev/null) $metas && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+}
 
-if [ "${SCALE:-full}" = tiny ]; then  # the dry run: a few short runs, same code paths
-  STEPS=60 EVAL=20 PERIOD=20 RUNS=6 CSTEPS=80 SAVE=4 SPACING=4 ITS=6 BATCH=2 WORKERS=2
-  T_NOW=1 T_COLLECT=200 T_TRAIN=300 T_END=420 SUBSETS="2" EXTRA="--train-examples 512 --test-examples 200"
-  NOWCAST_SIZES="1M"
-else
-  STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WORKERS=10
-  T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 SUBSETS="8 24" EXTRA=""
-  NOWCAST_SIZES="3.4M 30M"
-fi
+case "${SCALE:-full}" in
+  tiny)  # the dry run: a few short runs, same code paths
+    STEPS=60 EVAL=20 PERIOD=20 RUNS=6 CSTEPS=80 SAVE=4 SPACING=4 ITS=6 BATCH=2 WORKERS=2 SUBSETS="2"
+    T_NOW=1 T_COLLECT=200 T_TRAIN=300 T_END=420 EXTRA="--train-examples 512 --test-examples 200"
+    NOWCAST_SIZES="1M" ;;
+  short)  # what fits in ~4 minutes: collect, meta-train, benchmark the result
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=2000 BATCH=8 WORKERS=12
+    SUBSETS="8 16" T_NOW=0 T_COLLECT=${T_COLLECT:-85} T_TRAIN=${T_TRAIN:-165} T_END=${T_END:-240} EXTRA=""
+    NOWCAST_SIZES="3.4M" ;;
+  *)
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WORKERS=10
+    SUBSETS="8 24" T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 EXTRA=""
+    NOWCAST_SIZES="3.4M 30M" ;;
+esac
 BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000 --out "$W/bench" --device $DEVICE
        --no-progress $EXTRA)
+[ -d .gpu/trajectories ] && cp -r .gpu/trajectories/. "$W/trajectories/"
 
-log "start on $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch.__version__)')"
+log "start on $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch.__version__)'), phases: $PHASES"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/logs/nvidia-smi.txt" 2>&1
 
 # Many small processes share the GPU: with MPS their kernels run side by side instead of taking turns.
@@ -54,66 +69,66 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control > /dev/null; then
   fi
 fi
 
-# 0. the nowcast on CUDA, alone on the GPU so that its timings are clean
-if [ "$DEVICE" = cuda ]; then
+if has nowcast && [ "$DEVICE" = cuda ]; then  # alone on the GPU, so that its timings are clean
   timeout "$(left $T_NOW)" $PY benchmarks/nowcast_cuda.py --sizes $NOWCAST_SIZES --chunks 65536 all \
     --edge-states float32 bfloat16 recompute --checkpoint .gpu/upstream/nino_no_posw.pt \
     --json "$W/nowcast_cuda.json" > "$W/logs/nowcast_cuda.log" 2>&1
   log "nowcast_cuda rc=$?"
 fi
 
-# 1. FM-32, every method (background until the end)
-timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm32 --methods adam,linefit+,wnn+,nino --workers 4 \
-  "${BENCH[@]}" > "$W/logs/bench_fm32.log" 2>&1 &
-FM32=$!
-log "fm32 benchmark started"
+BACKGROUND=()
+if has baselines; then
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm32 --methods adam,linefit+,wnn+,nino --workers 4 \
+    "${BENCH[@]}" > "$W/logs/bench_fm32.log" 2>&1 &
+  BACKGROUND+=($!)
+  log "fm32 benchmark started"
+fi
 
-# 2. collection until its deadline; whatever finished is kept
-# (its own process group, so that the deadline also stops the worker processes, which would hold the GPU)
-setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS --save-every $SAVE \
-  --workers $WORKERS --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
-COLLECT=$!
-wait $COLLECT
-log "collect rc=$? trajectories=$(ls "$W/trajectories" 2>/dev/null | grep -vc '^\.')"
-kill -9 -- -$COLLECT 2> /dev/null
+if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
+  setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS \
+    --save-every $SAVE --workers $WORKERS --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
+  COLLECT=$!
+  wait $COLLECT
+  log "collect rc=$? trajectories=$(ls "$W/trajectories" | grep -vc '^\.')"
+  kill -9 -- -$COLLECT 2> /dev/null
+fi
 
-# 3. meta-training (all trajectories + subsets) while Adam and the official NiNo run FM-16 and lm
-timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 lm --methods adam,nino --workers 4 \
-  "${BENCH[@]}" > "$W/logs/bench_fm16_lm.log" 2>&1 &
-BASE=$!
-TRAIN=(--data "$W/trajectories" --spacing $SPACING --iterations $ITS --batch-size $BATCH --eval-every 100 --seed 0
-       --device $DEVICE)
-budget=$(( $(left $T_TRAIN) - 25 ))
-SUBSET_PIDS=()
-for n in $SUBSETS; do
-  timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --max-train $n --out "$W/metatrain_n$n" \
-    --stop-after $budget > "$W/logs/metatrain_n$n.log" 2>&1 &
-  SUBSET_PIDS+=($!)
-done
-timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" --stop-after $budget \
-  > "$W/logs/metatrain.log" 2>&1
-log "metatrain rc=$?"
-wait "${SUBSET_PIDS[@]}"
+if has baselines; then
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 lm --methods adam,nino --workers 4 \
+    "${BENCH[@]}" > "$W/logs/bench_fm16_lm.log" 2>&1 &
+  BACKGROUND+=($!)
+fi
 
-# 4. the project's weights in the benchmark, and held-out meta-loss against the official checkpoint
-if [ -f "$W/metatrain/weights/model.safetensors" ]; then
+if has metatrain; then
+  TRAIN=(--data "$W/trajectories" --spacing $SPACING --iterations $ITS --batch-size $BATCH --eval-every 100
+         --seed 0 --device $DEVICE)
+  budget=$(( $(left $T_TRAIN) - 20 ))
+  SUBSET_PIDS=()
+  for n in $SUBSETS; do
+    timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --max-train $n \
+      --out "$W/metatrain_n$n" --stop-after $budget > "$W/logs/metatrain_n$n.log" 2>&1 &
+    SUBSET_PIDS+=($!)
+  done
+  timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" \
+    --stop-after $budget > "$W/logs/metatrain.log" 2>&1
+  log "metatrain rc=$?"
+  wait "${SUBSET_PIDS[@]}"
+  pack
+fi
+
+if has own && [ -f "$W/metatrain/weights/model.safetensors" ]; then
   timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods "own=$W/metatrain/weights" \
     --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
   weights=("$W"/metatrain*/weights)
-  timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 --spacing $SPACING \
-    --device $DEVICE \
-    "${weights[@]}" .gpu/upstream/nino_no_posw.pt > "$W/logs/heldout_metaloss.log" 2>&1
+  timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
+    --spacing $SPACING --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+    > "$W/logs/heldout_metaloss.log" 2>&1
   log "heldout rc=$?"
   wait $OWN
   log "own benchmark rc=$?"
 fi
-wait $FM32; log "fm32 rc=$?"
-wait $BASE; log "fm16/lm rc=$?"
-
-# pack: results (JSON, weights, curves, logs, trajectory metadata) in one archive; the weights also apart
-find "$W/trajectories" -name meta.json 2>/dev/null | sed "s|^$W/||" > "$W/metas.txt"
-tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz" bench logs $(ls -d "$W"/metatrain* 2>/dev/null | sed "s|^$W/||") \
-  $(cat "$W/metas.txt") $( [ -f "$W/nowcast_cuda.json" ] && echo nowcast_cuda.json)
-cp "$W/logs/session.log" "$OUT/" 2>/dev/null
+for pid in "${BACKGROUND[@]}"; do wait $pid; log "background benchmark rc=$?"; done
+pack
+cp "$W/logs/session.log" "$OUT/"
 log "packed $(du -h "$OUT/results.tar.gz" | cut -f1)"
