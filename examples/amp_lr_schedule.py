@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--period", type=int, default=200, help="steps between nowcasts")
     ap.add_argument("--context", type=int, default=5)
     ap.add_argument("--nowcaster", default="default",
-                    help="'default' (Linefit+, no weights), 'linefit', or a NiNo checkpoint file/directory")
+                    help="'default' (the bundled NiNo weights), 'linefit+', or a NiNo checkpoint file/directory")
     ap.add_argument("--lr", type=float, default=TASKS["fm16"].lr, help="peak learning rate")
     ap.add_argument("--schedule", choices=["cosine", "onecycle"], default="cosine")
     ap.add_argument("--warmup", type=int, default=100, help="warmup steps")

@@ -9,7 +9,7 @@ each nowcast, so you can see what each jump did.
 The data is the Debian package ``dataset-fashion-mnist`` (no download; ``NINO_FASHION_MNIST=<dir>`` points
 elsewhere); the split and normalisation are the paper's (``nino_optim.bench.data``).
 
-The default nowcaster is Linefit+ (weight-free; ``--nowcaster`` takes a NiNo checkpoint). At this short period
+The default nowcaster is the project's bundled NiNo (``--nowcaster`` takes any spec). At this short period
 its jumps first cost test accuracy, which the following Adam steps win back; measured (seed 0, 1300 steps):
 NiNoAdam test acc 0.811, Adam 0.815.
 
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--period", type=int, default=200, help="steps between nowcasts")
     ap.add_argument("--context", type=int, default=5)
     ap.add_argument("--nowcaster", default="default",
-                    help="'default' (Linefit+, no weights), 'linefit', or a NiNo checkpoint file/directory")
+                    help="'default' (the bundled NiNo weights), 'linefit+', or a NiNo checkpoint file/directory")
     ap.add_argument("--lr", type=float, default=TASKS["fm16"].lr)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--train-size", type=int, default=None, help="use the first N training images (default all)")

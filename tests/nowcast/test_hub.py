@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import TwoLayer, official_checkpoint
+from conftest import TwoLayer, fm16, official_checkpoint
 from nino_optim import NowcasterLoadError, build_neural_graph, load_nowcaster
 from nino_optim.nowcast import Linefit, NiNoConfig, NiNoGNN, WNN, WNNConfig, save_pretrained
 
@@ -87,8 +87,31 @@ def test_official_gnn_drops_its_dead_layer():
     assert sum(p.numel() for p in model.parameters()) == 549992 - 115328
 
 
+def test_default_is_the_bundled_own_weights(monkeypatch, tmp_path):
+    import nino_optim.nowcast.hub as hub
+
+    default = load_nowcaster("default")
+    assert isinstance(default, NiNoGNN) and not default.training
+    bundled = load_nowcaster(hub.DEFAULT_WEIGHTS)
+    for (name, p), q in zip(default.state_dict().items(), bundled.state_dict().values()):
+        assert torch.equal(p, q), name
+    graph = build_neural_graph(fm16())
+    states = torch.randn(graph.num_params, 5).cumsum(1) * 0.01
+    assert torch.isfinite(default.predict(graph, states, 40)).all()
+    monkeypatch.setattr(hub, "DEFAULT_WEIGHTS", tmp_path / "missing")
+    with pytest.raises(NowcasterLoadError, match="reinstall"):
+        load_nowcaster("default")
+
+
+def test_default_weights_are_not_the_official_ones():
+    own, official = load_nowcaster("default").state_dict(), load_nowcaster(official_checkpoint("nino_no_posw.pt"))
+    shared = [k for k, v in official.state_dict().items() if k in own and own[k].shape == v.shape]
+    assert len(shared) > 10  # the same architecture ...
+    for k in shared:  # ... with weights of its own
+        assert not torch.allclose(own[k], official.state_dict()[k]), k
+
+
 def test_specs():
-    assert isinstance(load_nowcaster("default"), Linefit) and load_nowcaster("default").weighted
     assert not load_nowcaster("linefit").weighted and load_nowcaster("Linefit+").weighted
     mine = Linefit()
     assert load_nowcaster(mine) is mine

@@ -19,6 +19,8 @@ from .gnn import NiNoConfig, NiNoGNN
 from .linefit import Linefit
 from .wnn import WNN, WNNConfig
 
+# The project's own NiNo weights, shipped inside the package (their model card is README.md beside them).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "pretrained"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BASELINES = {"linefit": lambda: Linefit(weighted=False), "linefit+": lambda: Linefit(weighted=True)}
@@ -152,7 +154,7 @@ def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
     """Turn a spec into a nowcaster (an object with ``predict(graph, states, k)``).
 
     Args:
-        spec: ``"default"``; a baseline name (``"linefit"``, ``"linefit+"``); a directory with ``config.json`` +
+        spec: ``"default"`` (the project's own NiNo weights, bundled); a baseline name (``"linefit"``, ``"linefit+"``); a directory with ``config.json`` +
             ``model.safetensors``; an official ``.pt`` file; a Hub repo id; or a nowcaster object (returned as is).
         revision: Hub revision (branch, tag or commit) to pin when ``spec`` is a repo id.
     """
@@ -163,8 +165,10 @@ def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
                         f"Accepted: {ACCEPTED}")
     text = os.fspath(spec)
     if text == "default":
-        # No pretrained weights of the project's own yet: the default is the weight-free Linefit+.
-        return BASELINES["linefit+"]()
+        if not (DEFAULT_WEIGHTS / WEIGHTS_NAME).is_file():
+            raise NowcasterLoadError(f"the bundled weights are missing from {DEFAULT_WEIGHTS} (a broken install?); "
+                                     f"reinstall nino-optim, or pass another nowcaster. Accepted: {ACCEPTED}")
+        return load_pretrained(DEFAULT_WEIGHTS)
     if text.lower() in BASELINES:
         return BASELINES[text.lower()]()
     path = Path(text).expanduser()

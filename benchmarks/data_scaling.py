@@ -1,0 +1,56 @@
+"""Held-out meta-loss against the number of training trajectories: how far more data would take our NiNo.
+
+Reads the table that ``heldout_metaloss.py`` prints (one row per predictor; runs named ``metatrain_n<N>`` were
+trained on N trajectories, ``metatrain`` on ``--full`` of them) and plots the "all horizons" column against N,
+with the predictors that do not depend on N (no change, Linefit+, the official checkpoint) as horizontal lines.
+
+    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 16 --out docs/pretrained/data_scaling.png
+"""
+from __future__ import annotations
+
+import argparse
+import re
+
+
+def read_table(path: str) -> dict[str, float]:
+    """{predictor: masked L1 over all horizons} from heldout_metaloss.py's output."""
+    rows = {}
+    for line in open(path):
+        parts = line.split()
+        if len(parts) >= 5 and re.fullmatch(r"[0-9.]+", parts[-1]) and not line.startswith("method"):
+            rows[" ".join(parts[:-4])] = float(parts[-1])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help="saved output of benchmarks/heldout_metaloss.py")
+    parser.add_argument("--full", type=int, required=True, help="trajectories the run named 'metatrain' used")
+    parser.add_argument("--out", default="data_scaling.png")
+    args = parser.parse_args()
+    rows = read_table(args.table)
+    points = sorted((args.full if name == "metatrain" else int(name.split("_n")[1]), value)
+                    for name, value in rows.items() if name == "metatrain" or name.startswith("metatrain_n"))
+    for n, value in points:
+        print(f"{n:>4} trajectories: held-out masked L1 {value:.4f}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(*zip(*points), "o-", label="our NiNo (1000 iterations each)")
+    for name, style in (("nino_no_posw.pt", "k--"), ("no change", "g:"), ("linefit+", "r:")):
+        if name in rows:
+            ax.axhline(rows[name], linestyle=style[1:], color=style[0], label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training trajectories")
+    ax.set_ylabel("held-out masked L1 (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
