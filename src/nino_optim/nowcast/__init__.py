@@ -3,7 +3,8 @@ from .base import Nowcaster
 from .gnn import NiNoConfig, NiNoGNN
 from .hub import NowcasterLoadError, load_nowcaster, push_to_hub, save_pretrained
 from .linefit import Linefit
+from .subgraphs import SubgraphNowcaster
 from .wnn import WNN, WNNConfig
 
-__all__ = ["Linefit", "NiNoConfig", "NiNoGNN", "Nowcaster", "NowcasterLoadError", "WNN", "WNNConfig",
-           "load_nowcaster", "push_to_hub", "save_pretrained"]
+__all__ = ["Linefit", "NiNoConfig", "NiNoGNN", "Nowcaster", "NowcasterLoadError", "SubgraphNowcaster", "WNN",
+           "WNNConfig", "load_nowcaster", "push_to_hub", "save_pretrained"]
