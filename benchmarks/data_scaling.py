@@ -4,7 +4,8 @@ Reads the table that ``heldout_metaloss.py`` prints (one row per predictor; runs
 trained on N trajectories, ``metatrain`` on ``--full`` of them) and plots the "all horizons" column against N,
 with the predictors that do not depend on N (no change, Linefit+, the official checkpoint) as horizontal lines.
 
-    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 16 --out docs/pretrained/data_scaling.png
+    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 16 \
+        --out docs/pretrained/data_scaling.png
 """
 from __future__ import annotations
 

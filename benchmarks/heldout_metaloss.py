@@ -63,7 +63,8 @@ def main() -> None:
     methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}
     for spec in args.weights:
         path = Path(spec)  # a run's weights/ directory is named after its run
-        methods[path.parent.name if path.name == "weights" else path.name] = model_predictor(load_nowcaster(spec).to(args.device))
+        name = path.parent.name if path.name == "weights" else path.name
+        methods[name] = model_predictor(load_nowcaster(spec).to(args.device))
 
     print(f"{len(windows)} windows from {len(held_out)} held-out trajectories of {args.data}; masked L1 in scaled space")
     print(f"{'method':<22}" + "".join(f"{f'k {a}-{b}':>11}" for a, b in BANDS) + f"{'all':>9}")

@@ -74,7 +74,8 @@ def main() -> None:
                "error": {name: {k: sum(v) / len(v) for k, v in ks.items() if v} for name, ks in err.items()}}
         results.append(row)
         print(f"\n{path.name}: {graph.num_edges:,} edges, {row['groups']} groups, largest subgraph "
-              f"{largest:,} edges ({100 * largest / graph.num_edges:.0f}%); scaled mean abs error, {args.windows} windows")
+              f"{largest:,} edges ({100 * largest / graph.num_edges:.0f}%); scaled mean abs error, "
+              f"{args.windows} windows")
         print(f"{'predictor':<34}" + "".join(f"{f'k={k}':>9}" for k in HORIZONS))
         for name, ks in row["error"].items():
             print(f"{name:<34}" + "".join(f"{ks[k]:>9.4f}" if k in ks else f"{'-':>9}" for k in HORIZONS))

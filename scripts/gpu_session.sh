@@ -53,7 +53,8 @@ BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000
        --no-progress $EXTRA)
 [ -d .gpu/trajectories ] && cp -r .gpu/trajectories/. "$W/trajectories/"
 
-log "start on $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch.__version__)'), phases: $PHASES"
+device=$($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')
+log "start on $device, phases: $PHASES"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/logs/nvidia-smi.txt" 2>&1
 
 # Many small processes share the GPU: with MPS their kernels run side by side instead of taking turns.

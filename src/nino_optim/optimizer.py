@@ -67,7 +67,8 @@ class NiNoAdam(Optimizer):
                  nowcaster: Any = "default", period: int = 1000, context: int = 5, max_steps: int | None = None,
                  k_decay: float = 2.0, max_horizon: int | None = None,
                  history_device: torch.device | str | None = None, history_dtype: torch.dtype | None = None,
-                 nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False, lpe: bool = True, **base_kwargs: Any):
+                 nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False,
+                 lpe: bool = True, **base_kwargs: Any):
         self.interval = validate_timeline(period, context)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")

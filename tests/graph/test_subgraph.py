@@ -17,7 +17,8 @@ def gpt_graph():
 
 def _states(graph, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(graph.num_params, 1, generator=gen) + 0.01 * torch.randn(graph.num_params, 5, generator=gen).cumsum(1)
+    walk = 0.01 * torch.randn(graph.num_params, 5, generator=gen).cumsum(1)
+    return torch.randn(graph.num_params, 1, generator=gen) + walk
 
 
 def test_groups_cover_every_parameter_once(gpt_graph):
@@ -38,7 +39,8 @@ def test_subgraph_keeps_each_parameter_on_an_equivalent_edge(gpt_graph):
         assert torch.equal(sub.to_params(sub.to_edges(newest))[placed], newest[placed, 0])  # exact inverses
         assert torch.equal(placed, gpt_graph.param_edge[rows] >= 0)
         # the same edge type and slot as in the full graph, and edges that are valid node pairs
-        assert torch.equal(sub.edge_type[sub.param_edge[placed]], gpt_graph.edge_type[gpt_graph.param_edge[rows][placed]])
+        full_edges = gpt_graph.param_edge[rows][placed]
+        assert torch.equal(sub.edge_type[sub.param_edge[placed]], gpt_graph.edge_type[full_edges])
         assert torch.equal(sub.param_slot, gpt_graph.param_slot[rows])
         assert int(sub.edge_index.max()) < sub.num_nodes and int(sub.edge_index.min()) >= 0
         assert sub.lpe.shape == (sub.num_nodes, 8)

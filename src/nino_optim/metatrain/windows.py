@@ -80,7 +80,7 @@ class WindowSampler:
             traj.states = traj.states.to(self.device)
             self.items.append((traj, graph, stride))
         # (lpe, edge_index, edge_type) of each graph, on the device
-        self._graph_tensors = {id(g): (g.lpe.to(self.device), g.edge_index.to(self.device), g.edge_type.to(self.device))
+        self._graph_tensors = {id(g): tuple(t.to(self.device) for t in (g.lpe, g.edge_index, g.edge_type))
                                for g in graphs.values()}
         if not self.items:
             raise ValueError("no trajectories to sample windows from")

@@ -154,8 +154,9 @@ def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
     """Turn a spec into a nowcaster (an object with ``predict(graph, states, k)``).
 
     Args:
-        spec: ``"default"`` (the project's own NiNo weights, bundled); a baseline name (``"linefit"``, ``"linefit+"``); a directory with ``config.json`` +
-            ``model.safetensors``; an official ``.pt`` file; a Hub repo id; or a nowcaster object (returned as is).
+        spec: ``"default"`` (the project's own NiNo weights, bundled); a baseline name (``"linefit"``,
+            ``"linefit+"``); a directory with ``config.json`` + ``model.safetensors``; an official ``.pt`` file; a
+            Hub repo id; or a nowcaster object (returned as is).
         revision: Hub revision (branch, tag or commit) to pin when ``spec`` is a repo id.
     """
     if not isinstance(spec, (str, os.PathLike)):

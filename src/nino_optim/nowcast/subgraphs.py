@@ -30,7 +30,8 @@ class SubgraphNowcaster(nn.Module):
     def parts(self, graph: NeuralGraph) -> list[tuple[NeuralGraph, torch.Tensor]]:
         """(subgraph, flat rows of ``graph`` it covers) per group; built once per graph."""
         if self._parts is None or self._parts[0] is not graph:
-            self._parts = (graph, [subgraph(graph, tensors) for tensors in group_by_block(graph, self.pattern).values()])
+            groups = group_by_block(graph, self.pattern).values()
+            self._parts = (graph, [subgraph(graph, tensors) for tensors in groups])
         return self._parts[1]
 
     @torch.no_grad()
