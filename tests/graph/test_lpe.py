@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 from torch import nn
@@ -104,3 +105,12 @@ def test_repeated_blocks_count_once_and_partial_overlaps_fall_back():
     assert block_laplacian(partial, 115, layout) is None
     assert torch.equal(laplacian_positional_encoding(partial, 115, layout=layout),
                        laplacian_positional_encoding(partial, 115))
+
+
+def test_blockwise_laplacian_with_grouped_query_attention():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8)
+    torch.manual_seed(0)
+    # query heads of a group share neurons: their weights are parallel edges, counted once like any repeat
+    _assert_block_operator_matches(build_neural_graph(transformers.LlamaForCausalLM(cfg)))

@@ -16,10 +16,19 @@ def _random_gnn(hid=32, std=0.2, seed=0) -> NiNoGNN:
     return gnn
 
 
-@pytest.fixture(scope="module", params=["fm16", "gpt"])
+def _llama_gqa():
+    """A Hugging Face Llama with grouped-query attention: parallel edges where query heads share neurons."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="module", params=["fm16", "gpt", "llama-gqa"])
 def graph_and_attr(request):
-    model = fm16() if request.param == "fm16" else GPT(vocab=200, d=16, layers=2, heads=2)
-    graph = build_neural_graph(model)
+    makers = {"fm16": fm16, "gpt": lambda: GPT(vocab=200, d=16, layers=2, heads=2), "llama-gqa": _llama_gqa}
+    graph = build_neural_graph(makers[request.param]())
     torch.manual_seed(1)
     attr = graph.to_edges(torch.randn(graph.num_params, 5))
     return graph, attr

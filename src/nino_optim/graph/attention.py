@@ -13,6 +13,11 @@ It is wired as the official transformer graphs are:
   neuron j (what the official checkpoints were trained on) or, with ``"keys"``, to the query/key neuron j;
 * the attention output lives on the value neurons, split into heads until a reshape merges them back.
 
+Grouped-query attention (fewer key/value heads than query heads) shares neurons instead: a group's query heads
+are one set of neurons (parallel edges for their weights), its key head is identified with them, and its value
+head gets head edges from every head node of the group. The official Llama graphs approximate it otherwise
+(keys on the first query neurons, reference 2.6), which is not symmetric under the model's head permutations.
+
 ``nn.MultiheadAttention`` (self-attention) and ``nn.TransformerEncoderLayer``/``TransformerEncoder`` are
 wired from their parts. Rotary embeddings keep the query/key neurons (not modelled, as in the official graphs).
 """
@@ -103,14 +108,23 @@ class AttentionMixin:
         raise NotUnderstood("matrix product of features")
 
     def _attention(self, q, k, v):
-        """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5)."""
+        """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5).
+
+        Grouped-query attention (k and v with fewer heads than q, given as such or as repeated copies) is wired
+        as shared neurons: the query heads of a group are one set of neurons (their weights become parallel
+        edges), which the group's key head is identified with, and each value head is joined to the head nodes
+        of its whole group. So permuting groups, heads within a group, or neurons within a head consistently
+        (the model's symmetries) permutes the graph.
+        """
+        k, v = (_one_head(t, q) for t in (k, v))
         if not all(isinstance(t, Space) and t.heads for t in (q, k, v)):
             raise NotUnderstood("attention on tensors without heads")
-        if q.size != k.size or q.heads % k.heads or q.heads % v.heads:
+        k, v = _distinct_heads(k), _distinct_heads(v)
+        if q.heads % k.heads or q.heads % v.heads or q.size * k.heads != k.size * q.heads:
             raise NotUnderstood("attention with mismatched query/key/value sizes")
         key = ("attention", q.uid, tuple(q.nodes[:1].tolist()), tuple(k.nodes[:1].tolist()))
         if key in self._joined:
-            return v.with_(dim=-1, head_dim=-3)
+            return _repeated(v, q.heads)
         self._joined.add(key)
         asm = self.assembly
         heads = asm.new_nodes(q.heads, q.layer, EXTRA_ROLE, index_base=-1)
@@ -122,18 +136,22 @@ class AttentionMixin:
                 elif not bool(mask.all()):  # a bias shared with other neurons (fused qkv): its own node here
                     part = asm.split_block(block, mask)
                     part.src = asm.new_nodes(1, space.layer, EXTRA_ROLE, index_base=block.param).expand_as(part.src)
-            per_head = space.head_nodes()
-            hd = per_head.shape[1]
-            head_of = torch.arange(v.heads if space is v else q.heads).repeat_interleave(hd)
-            head_of = head_of * (q.heads // (v.heads if space is v else q.heads))
-            asm.add_aux_block(heads[head_of], space.nodes, HEAD)
+            group = q.heads // space.heads  # head nodes per head of this space
+            for i in range(group):  # head node g * group + i -> every neuron of head g
+                head_of = (torch.arange(space.heads) * group + i).repeat_interleave(space.size // space.heads)
+                asm.add_aux_block(heads[head_of], space.nodes, HEAD)
+        group = q.heads // k.heads
+        first = q.head_nodes()[::group]  # [k.heads, hd]: the query neurons standing for each group
+        for i in range(1, group):  # the other query heads of a group are the same neurons
+            asm.alias(q.head_nodes()[i::group].reshape(-1), first.reshape(-1))
+        queries = first.reshape(-1)
         # keys: no neurons of their own; the key weight runs from the query neurons back to the block input
         pos = torch.full((int(k.nodes.max()) + 1,), -1, dtype=torch.long)
         pos[k.nodes] = torch.arange(k.size)
         for block, mask in asm.blocks_into(k.nodes):
             part = block if bool(mask.all()) else asm.split_block(block, mask)
             if _is_weight(self.named_shapes[part.param]):
-                part.src, part.dst = q.nodes[pos[part.dst]], part.src
+                part.src, part.dst = queries[pos[part.dst]], part.src
                 part.etype = ATTN_K
             else:
                 if not bool(mask.all()):
@@ -144,10 +162,34 @@ class AttentionMixin:
                 if self.key_bias == "official" and k.made_from is not None and k.made_from.numel() == k.size:
                     part.dst = k.made_from[pos[part.dst]]
                 else:
-                    part.dst = q.nodes[pos[part.dst]]
-        asm.alias(k.nodes, q.nodes)
-        return v.with_(dim=-1, head_dim=-3)
+                    part.dst = queries[pos[part.dst]]
+        asm.alias(k.nodes, queries)
+        return _repeated(v, q.heads)
 
+
+def _one_head(x, q):
+    """Multi-query attention's single key/value head: its view to one head looks like a plain unsqueeze."""
+    if (isinstance(x, Space) and isinstance(q, Space) and q.heads and x.heads is None and x.plain and x.dim == -1
+            and x.size * q.heads == q.size):
+        return x.with_(heads=1, head_dim=-3)
+    return x
+
+
+def _distinct_heads(x: Space) -> Space:
+    """``x`` with each head once: repeated copies of heads (grouped-query attention's repeat_kv) are dropped."""
+    rows = x.head_nodes()
+    copies = 1
+    while copies < x.heads and torch.equal(rows[copies], rows[0]):
+        copies += 1
+    if copies == 1 or x.heads % copies or not torch.equal(rows, rows[::copies].repeat_interleave(copies, 0)):
+        return x
+    return x.with_(nodes=rows[::copies].reshape(-1), heads=x.heads // copies)
+
+
+def _repeated(v: Space, heads: int) -> Space:
+    """The attention output: ``heads`` heads, each on its value head's neurons (copies under grouped-query)."""
+    nodes = v.head_nodes().repeat_interleave(heads // v.heads, 0).reshape(-1)
+    return v.with_(nodes=nodes, heads=heads, dim=-1, head_dim=-3)
 
 
 def _is_weight(named_shape) -> bool:

@@ -210,6 +210,9 @@ class ExportPropagator(Propagator):
         f = len(shape_in) + x.dim
         if x.heads is not None:
             h = len(shape_in) + x.head_dim
+            repeated = _repeat_heads(x, h, shape_in, shape_out)
+            if repeated is not None:
+                return repeated
             # keep the trailing layout from the head dimension on: dims before it may be merged or split
             if shape_in[h:] == shape_out[len(shape_out) - (len(shape_in) - h):]:
                 return x.with_(ndim=len(shape_out))
@@ -239,6 +242,23 @@ class ExportPropagator(Propagator):
             raise NotUnderstood("slice of flattened features")
         nodes = x.head_nodes()[:, start:end] if x.heads is not None else x.nodes[start:end]
         return x.with_(nodes=nodes.reshape(-1))
+
+
+def _repeat_heads(x: Space, h: int, shape_in: list, shape_out: list) -> Space | None:
+    """Grouped-query attention's ``repeat_kv`` (``x[:, :, None].expand(..., r, ...).reshape(...)``), one op at a
+    time: the repeated heads are copies of the same neurons. None when the op is not such a step."""
+    if x.head_copies is None and shape_out == shape_in[:h + 1] + [1] + shape_in[h + 1:]:
+        return x.with_(head_copies=1, head_dim=x.head_dim - 1, ndim=len(shape_out))  # unsqueeze after the heads
+    if x.head_copies is None:
+        return None
+    if len(shape_out) == len(shape_in) and shape_out[:h + 1] == shape_in[:h + 1] and \
+            shape_out[h + 2:] == shape_in[h + 2:]:
+        return x.with_(head_copies=shape_out[h + 1])  # expand the copies
+    if shape_out == shape_in[:h] + [shape_in[h] * shape_in[h + 1]] + shape_in[h + 2:]:
+        nodes = x.head_nodes().repeat_interleave(x.head_copies, 0).reshape(-1)  # merge copies into heads
+        return x.with_(nodes=nodes, heads=x.heads * x.head_copies, head_dim=x.head_dim + 1, head_copies=None,
+                       ndim=len(shape_out))
+    raise NotUnderstood("reshape of repeated attention heads")
 
 
 _BATCH_NORMS = {op for op in (getattr(aten, name, None) for name in (

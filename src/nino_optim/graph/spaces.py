@@ -37,6 +37,9 @@ class Space:
     head_dim: int | None = None  # negative index of the head dimension when split
     kind: str = ""  # "embedding" for the output of an embedding lookup
     made_from: torch.Tensor | None = None  # input nodes of the layer that made these neurons
+    # grouped-query attention's repeat_kv in progress: an axis of copies of each head right after the head
+    # dimension (1 after the unsqueeze, then the copy count after the expand); merged into the heads by a reshape
+    head_copies: int | None = None
     uid: int = field(default_factory=lambda: next(_uid))
 
     @property
