@@ -14,7 +14,7 @@ directly, so the edge features go through the big D x D products 7 times for 2 l
 
 Edges come in pieces of at most ``chunk`` edges: row slices of the graph's dense blocks (``graph/blocks.py``),
 where node terms broadcast over an [n_src, n_dst, D] view and sums at targets are reductions along axis 0, and
-chunks of the remaining sparse edges, which gather and ``index_add_``. The live edge state between passes is
+chunks of the remaining sparse edges, which gather and ``scatter_add_``. The live edge state between passes is
 kept in ``edge_state``: ``"float32"`` (exact), ``"bfloat16"`` (half the memory; inputs to each pass rounded) or
 ``"recompute"`` (nothing kept: each pass rebuilds its input from the edge attributes, ~2 extra D x D products
 per edge and pass; the outputs are bitwise those of ``"float32"``). ``"auto"`` (the default) keeps float32
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..graph.blocks import Block
 from ..graph.neural_graph import NeuralGraph
+from .scatter import scatter_add_
 
 EDGE_STATES = ("auto", "float32", "bfloat16", "recompute")
 AUTO_STORE_BYTES = 2**28  # "auto" keeps float32 edge features up to this size (256 MiB), else recomputes
@@ -101,7 +102,7 @@ class _Piece:
             b = self.block
             out[b.dst: b.dst + b.n_dst] += self._grid(values).sum(1 if b.target_major else 0)
         else:
-            out.index_add_(0, self.dst, values)
+            scatter_add_(out, self.dst, values)
 
 
 def _pieces(graph: NeuralGraph, chunk: int, device: torch.device) -> list[_Piece]:
