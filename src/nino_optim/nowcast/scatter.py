@@ -1,15 +1,16 @@
 """Sum-aggregation of edge messages at their target nodes: the GNN's only cross-edge operation.
 
-Two backends behind one function: PyTorch's native ``index_add_`` and torch-scatter's ``scatter_add`` (the
-``scatter`` extra). ``"auto"``, the default, uses torch-scatter when it is installed. Measured on this project's
-CPU machine the two are equally fast; the choice exists for platforms where one of them is not.
+Two backends behind one function: PyTorch's native ``index_add_`` (the default) and torch-scatter's
+``scatter_add`` (the ``scatter`` extra; ``set_scatter_backend("torch-scatter")``). Native is the default because
+it measured faster here: 0.40 s against 0.49 s to sum 2M rows of 128 floats into 50k on one CPU thread
+(torch 2.13, torch-scatter 2.1.2 built from source). GPUs were not compared.
 """
 from __future__ import annotations
 
 import torch
 
-BACKENDS = ("auto", "native", "torch-scatter")
-_backend = "auto"
+BACKENDS = ("native", "torch-scatter")
+_backend = "native"
 
 
 def _torch_scatter():
@@ -21,7 +22,7 @@ def _torch_scatter():
 
 
 def set_scatter_backend(name: str) -> None:
-    """Choose ``"native"``, ``"torch-scatter"`` (which must be installed) or ``"auto"``."""
+    """Choose ``"native"`` or ``"torch-scatter"`` (which must be installed) for every nowcaster."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown scatter backend {name!r}; choose from {BACKENDS}")
@@ -32,15 +33,13 @@ def set_scatter_backend(name: str) -> None:
 
 
 def scatter_backend() -> str:
-    """The backend in use: ``"native"`` or ``"torch-scatter"``."""
-    if _backend == "auto":
-        return "native" if _torch_scatter() is None else "torch-scatter"
+    """The backend in use."""
     return _backend
 
 
 def scatter_add_(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     """``out[index[i]] += src[i]`` in place and returned. out [N, D], index LongTensor [n], src [n, D]."""
     src = src.to(out.dtype)
-    if scatter_backend() == "torch-scatter":
+    if _backend == "torch-scatter":
         return _torch_scatter().scatter_add(src, index, dim=0, out=out)
     return out.index_add_(0, index, src)
