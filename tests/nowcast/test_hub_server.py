@@ -100,6 +100,9 @@ class FakeHubHandler(BaseHTTPRequestHandler):
             return
         if path == "/api/repos/create":
             return self._create_repo(json.loads(body))
+        if path == "/api/validate-yaml":  # a model card's metadata is checked before it is committed
+            return self._json(200, {"errors": [], "warnings": []}) if json.loads(body).get("content") else \
+                self._error(400, None, "no YAML content")
         if m := re.fullmatch(rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", path):
             if self._resolve(m["repo"], unquote(m["rev"])) is not None:
                 files = json.loads(body)["files"]
@@ -304,3 +307,13 @@ def test_pinned_revision(fake_hub):
     graph, states = _graph_and_states()
     assert torch.equal(pinned.predict(graph, states, 3), first.predict(graph, states, 3))
     assert not torch.equal(pinned.predict(graph, states, 3), second.predict(graph, states, 3))
+
+
+def test_publish_the_bundled_weights_with_their_model_card(fake_hub):
+    default = load_nowcaster("default")
+    card = nowcast_hub.DEFAULT_WEIGHTS / "README.md"
+    nowcast_hub.push_to_hub(default, "nino-optim/nino-default", card=card)
+    (repo, _, sha, files) = fake_hub.commits[0]
+    assert files == ["README.md", "config.json", "model.safetensors"]
+    assert fake_hub.repos[repo]["commits"][sha]["README.md"] == card.read_bytes()
+    _assert_same_weights(load_nowcaster("nino-optim/nino-default"), default)

@@ -122,8 +122,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 
 def push_to_hub(model: nn.Module, repo_id: str, *, token: str | None = None, revision: str | None = None,
-                private: bool = False) -> str:
-    """Publish ``config.json`` + ``model.safetensors`` to a Hugging Face Hub repo (``HF_ENDPOINT`` honoured)."""
+                private: bool = False, card: str | os.PathLike | None = None) -> str:
+    """Publish ``config.json`` + ``model.safetensors`` to a Hugging Face Hub repo (``HF_ENDPOINT`` honoured),
+    with ``card`` (a markdown file, e.g. the bundled weights' ``DEFAULT_WEIGHTS / "README.md"``) as its model card.
+    Returns the commit URL."""
+    import shutil
     import tempfile
 
     from huggingface_hub import HfApi
@@ -132,6 +135,8 @@ def push_to_hub(model: nn.Module, repo_id: str, *, token: str | None = None, rev
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp)
+        if card is not None:
+            shutil.copyfile(card, Path(tmp) / "README.md")
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
                                  commit_message="Upload NiNo nowcaster")
     return str(info)
