@@ -12,6 +12,7 @@
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
 # baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
+# Next meta-training run (one 10-minute call): PHASES="collect metatrain own" SCALE=long scripts/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -43,6 +44,11 @@ case "${SCALE:-full}" in
   short)  # what fits in ~4 minutes: collect, meta-train, benchmark the result
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=1000 BATCH=8 WORKERS=12
     SUBSETS="8 16" T_NOW=0 T_COLLECT=${T_COLLECT:-85} T_TRAIN=${T_TRAIN:-165} T_END=${T_END:-240} EXTRA=""
+    NOWCAST_SIZES="3.4M" ;;
+  long)  # the next meta-training run, sized from the short one (17 trajectories in 72 s, 22 iterations/s):
+    # about 70 trajectories, 3000 iterations, subsets for the data-scaling curve, then the benchmark
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3000 BATCH=8 WORKERS=14
+    SUBSETS="8 16 32" T_NOW=0 T_COLLECT=300 T_TRAIN=470 T_END=570 EXTRA=""
     NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WORKERS=10
