@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from nino_optim import build_neural_graph, load_nowcaster
-from nino_optim.graph.subgraph import group_by_block, subgraph
 from nino_optim.metatrain.trajectories import list_trajectories, load_trajectory
 from nino_optim.metatrain.zoo import build_model, example_inputs
 from nino_optim.nowcast import SubgraphNowcaster
@@ -48,10 +47,12 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graph = build_neural_graph(build_model(arch), example_inputs=example_inputs(arch))
-        largest = max(subgraph(graph, g)[0].num_edges for g in group_by_block(graph).values())
         stride = args.spacing // traj.meta["spec"]["save_every"]
         states = traj.states.float()
         n = states.shape[0]
+        split = {name: SubgraphNowcaster(model) for name, model in models.items()}  # subgraphs built once
+        parts = next(iter(split.values())).parts(graph)
+        largest = max(sub.num_edges for sub, _ in parts)
         err = {name: {k: [] for k in HORIZONS} for name in ["no change"] + [f"{m} {mode}" for m in models
                                                                            for mode in ("full", "subgraphs")]}
         for _ in range(args.windows):
@@ -66,11 +67,11 @@ def main() -> None:
                 preds = {"no change": inputs[:, -1]}
                 for name, model in models.items():
                     preds[f"{name} full"] = model.predict(graph, inputs, k)
-                    preds[f"{name} subgraphs"] = SubgraphNowcaster(model).predict(graph, inputs, k)
+                    preds[f"{name} subgraphs"] = split[name].predict(graph, inputs, k)
                 for name, pred in preds.items():
                     err[name][k].append(float((scaler.scale(pred[:, None])[:, 0] - truth).abs().mean()))
         row = {"trajectory": path.name, "edges": graph.num_edges, "largest_subgraph_edges": largest,
-               "groups": len(group_by_block(graph)),
+               "groups": len(parts),
                "error": {name: {k: sum(v) / len(v) for k, v in ks.items() if v} for name, ks in err.items()}}
         results.append(row)
         print(f"\n{path.name}: {graph.num_edges:,} edges, {row['groups']} groups, largest subgraph "

@@ -42,8 +42,7 @@ def subgraph(graph: NeuralGraph, tensors: list[int]) -> tuple[NeuralGraph, torch
         subgraph's flat parameters (in its own order) stand for.
     """
     slots = [graph.params[i] for i in sorted(tensors)]
-    rows = torch.cat([torch.arange(p.offset, p.offset + p.numel) for p in slots]) if slots else \
-        torch.zeros(0, dtype=torch.long)
+    rows = torch.cat([torch.arange(p.offset, p.offset + p.numel) for p in slots])
     edge_of_row = graph.param_edge[rows]
     own_edges = edge_of_row[edge_of_row >= 0].unique()
     keep_node = torch.zeros(graph.num_nodes, dtype=torch.bool)
