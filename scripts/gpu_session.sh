@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What this project runs on a lent GPU machine, in one prepared command (several processes share the GPU):
 #   nowcast   the nowcast on CUDA (issue 6): benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2
+#   fused     the Triton message-sum kernel (issue 6): its tests on CUDA, benchmarks/fused_check.py, and the
+#             nowcast with the native and triton backends
 #   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
 #             Adam and NiNo; 3 seeds each, in the background until the end
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
@@ -12,7 +14,7 @@
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
 # baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next meta-training run (one 10-minute call): PHASES="collect metatrain own" SCALE=long scripts/gpu_session.sh
+# Next run (one 10-minute call): PHASES="fused collect metatrain own" SCALE=long scripts/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,27 +35,27 @@ has() { [[ " $PHASES " == *" $1 "* ]]; }
 pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
   local metas; metas=$(cd "$W" && find trajectories -name meta.json)
   tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz.tmp" logs $(cd "$W" && ls -d bench metatrain* \
-    nowcast_cuda.json 2> /dev/null) $metas && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+    nowcast_cuda.json nowcast_fused.json 2> /dev/null) $metas && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
 
 case "${SCALE:-full}" in
   tiny)  # the dry run: a few short runs, same code paths
     STEPS=60 EVAL=20 PERIOD=20 RUNS=6 CSTEPS=80 SAVE=4 SPACING=4 ITS=6 BATCH=2 WORKERS=2 SUBSETS="2"
     T_NOW=1 T_COLLECT=200 T_TRAIN=300 T_END=420 EXTRA="--train-examples 512 --test-examples 200"
-    NOWCAST_SIZES="1M" ;;
+    NOWCAST_SIZES="1M" T_FUSED=60 ;;
   short)  # what fits in ~4 minutes: collect, meta-train, benchmark the result
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=1000 BATCH=8 WORKERS=12
     SUBSETS="8 16" T_NOW=0 T_COLLECT=${T_COLLECT:-85} T_TRAIN=${T_TRAIN:-165} T_END=${T_END:-240} EXTRA=""
-    NOWCAST_SIZES="3.4M" ;;
+    NOWCAST_SIZES="3.4M" T_FUSED=0 ;;
   long)  # the next meta-training run, sized from the short one (17 trajectories in 72 s, 22 iterations/s):
     # about 70 trajectories, 3000 iterations, subsets for the data-scaling curve, then the benchmark
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3000 BATCH=8 WORKERS=14
-    SUBSETS="8 32" T_NOW=0 T_COLLECT=300 T_TRAIN=470 T_END=570 EXTRA=""
+    SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-50} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA=""
     NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WORKERS=10
     SUBSETS="8 24" T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 EXTRA=""
-    NOWCAST_SIZES="3.4M 30M" ;;
+    NOWCAST_SIZES="3.4M 30M" T_FUSED=160 ;;
 esac
 BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000 --out "$W/bench" --device $DEVICE
        --no-progress $EXTRA)
@@ -81,6 +83,21 @@ if has nowcast && [ "$DEVICE" = cuda ]; then  # alone on the GPU, so that its ti
     --edge-states float32 bfloat16 recompute --checkpoint .gpu/upstream/nino_no_posw.pt \
     --json "$W/nowcast_cuda.json" > "$W/logs/nowcast_cuda.log" 2>&1
   log "nowcast_cuda rc=$?"
+fi
+
+if has fused; then  # alone on the GPU too; each step keeps going if an earlier one failed
+  {
+    timeout "$(left $T_FUSED)" $PY -m pytest -q -p no:cacheprovider tests/nowcast/test_fused.py
+    echo "test_fused rc=$?"
+    timeout "$(left $T_FUSED)" $PY benchmarks/fused_check.py --device $DEVICE
+    echo "fused_check rc=$?"
+    timeout "$(left $T_FUSED)" $PY benchmarks/nowcast_cuda.py --sizes $NOWCAST_SIZES --chunks 65536 \
+      --edge-states float32 --backends native triton --checkpoint .gpu/upstream/nino_no_posw.pt \
+      --json "$W/nowcast_fused.json"
+    echo "nowcast_cuda (backends) rc=$?"
+  } > "$W/logs/fused.log" 2>&1
+  log "fused done: $(grep -h 'rc=' "$W/logs/fused.log" | tr '\n' ' ')"
+  pack
 fi
 
 BACKGROUND=()
