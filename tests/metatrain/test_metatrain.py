@@ -158,6 +158,30 @@ def test_metatrain_resumes_exactly_and_writes_loadable_weights(tmp_path):
                   progress=False)
 
 
+def test_metatrain_stops_on_a_non_finite_loss_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2)]
+    train, val = WindowSampler(paths[:1], spacing=10), WindowSampler(paths[1:], spacing=10)
+    import nino_optim.metatrain.train as train_module
+
+    original, calls = train_module.masked_l1, {"n": 0}
+
+    def nan_at_iteration_five(pred, batch):
+        loss = original(pred, batch)
+        if torch.is_grad_enabled():  # training, not the held-out evaluation
+            calls["n"] += 1
+            if calls["n"] == 5:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_module, "masked_l1", nan_at_iteration_five)
+    cfg = TrainConfig(iterations=9, batch_size=1, eval_every=3, hid=16, val_windows=1)
+    with pytest.raises(FloatingPointError, match="nan at iteration 5"):
+        metatrain(train, val, tmp_path / "out", cfg, progress=False)
+    checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
 def test_masked_l1_ignores_masked_entries(tmp_path):
     sampler = WindowSampler([_fake_run(tmp_path, 1)], spacing=10)
     batch = collate([sampler.sample(torch.Generator().manual_seed(0))])

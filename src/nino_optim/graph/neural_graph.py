@@ -129,9 +129,8 @@ class NeuralGraph:
         out = states.new_zeros(self.num_edges, self.feat_size, T)
         edge, slot, placed = self._index_on(states.device)
         out[edge, slot] = states[placed]
-        edge_type = self._on(states.device, "edge_type", lambda: self.edge_type)
-        for etype, value in AUX_VALUE.items():
-            out[edge_type == etype, 0] = value
+        for etype, value in AUX_VALUE.items():  # edge ids, not a mask: indexing by a mask waits for a GPU
+            out[self._on(states.device, f"edges{etype}", lambda: (self.edge_type == etype).nonzero()[:, 0]), 0] = value
         return out.reshape(self.num_edges, self.feat_size * T)
 
     def to_params(self, edge_values: torch.Tensor, default: torch.Tensor | None = None) -> torch.Tensor:

@@ -77,6 +77,7 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
             pass
     model.train()
     t0 = time.perf_counter()
+    pending: list[torch.Tensor] = []  # losses not read yet: reading each one would wait for the GPU every iteration
     for it in range(start + 1, cfg.iterations + 1):
         batch = collate([train.sample(generator) for _ in range(cfg.batch_size)]).to(device)
         loss = masked_l1(model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe), batch)
@@ -85,14 +86,19 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"meta-training loss became {loss.item()} at iteration {it}; "
-                                     f"resume from {ckpt_path} with a lower --lr")
-        history["train"].append([it, loss.item()])
+        pending.append(loss.detach())
         if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
             bar.update()
         if it % cfg.eval_every == 0 or it == cfg.iterations:
+            losses = torch.stack(pending).tolist()
+            first, pending = it - len(losses) + 1, []
+            bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
+            if bad:  # checked before this checkpoint is written, so the last one on disk is still good
+                raise FloatingPointError(f"meta-training loss became {losses[bad[0]]} at iteration {first + bad[0]}; "
+                                         f"resume from {ckpt_path} with a lower --lr")
+            history["train"] += [[first + i, value] for i, value in enumerate(losses)]
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
             history["val"].append([it, evaluate(model, val_batches)])
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "generator": generator.get_state(), "iteration": it, "history": json.dumps(history),

@@ -31,9 +31,11 @@ class LayerwiseScaler:
         self.mean = torch.stack(means)  # [n_tensors]
         self.std = torch.stack(stds)  # [n_tensors]
         self._sizes = torch.tensor(sizes, device=states.device)
+        self._rows = sum(sizes)
 
     def _per_row(self, values: torch.Tensor) -> torch.Tensor:
-        return values.repeat_interleave(self._sizes)[:, None]  # [P, 1]
+        # output_size given, so that on a GPU the length need not be read back (a wait for the device)
+        return values.repeat_interleave(self._sizes, output_size=self._rows)[:, None]  # [P, 1]
 
     def scale(self, states: torch.Tensor) -> torch.Tensor:
         """[P, T] raw -> [P, T] float32 normalised."""
