@@ -1,15 +1,19 @@
 """Sum-aggregation of edge messages at their target nodes: the GNN's only cross-edge operation.
 
-Two backends behind one function: PyTorch's native ``index_add_`` (the default) and torch-scatter's
-``scatter_add`` (the ``scatter`` extra; ``set_scatter_backend("torch-scatter")``). Native is the default because
-it measured faster here: 0.40 s against 0.49 s to sum 2M rows of 128 floats into 50k on one CPU thread
-(torch 2.13, torch-scatter 2.1.2 built from source). GPUs were not compared.
+Backends behind one switch: PyTorch's native ``index_add_`` (the default), torch-scatter's ``scatter_add`` (the
+``scatter`` extra; ``set_scatter_backend("torch-scatter")``) and ``"triton"`` (the ``fused`` extra). Native is the
+default because it measured faster here: 0.40 s against 0.49 s to sum 2M rows of 128 floats into 50k on one CPU
+thread (torch 2.13, torch-scatter 2.1.2 built from source). GPUs were not compared.
+
+``"triton"`` does not change ``scatter_add_`` (it falls back to ``index_add_``): it makes streamed inference
+(``stream.py``) compute each piece's message sums with the fused kernel of ``fused.py`` instead, on CUDA tensors
+(or CPU tensors under Triton's interpreter, ``TRITON_INTERPRET=1``); elsewhere streamed inference runs as native.
 """
 from __future__ import annotations
 
 import torch
 
-BACKENDS = ("native", "torch-scatter")
+BACKENDS = ("native", "torch-scatter", "triton")
 _backend = "native"
 
 
@@ -21,14 +25,26 @@ def _torch_scatter():
     return torch_scatter
 
 
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def set_scatter_backend(name: str) -> None:
-    """Choose ``"native"`` or ``"torch-scatter"`` (which must be installed) for every nowcaster."""
+    """Choose ``"native"``, ``"torch-scatter"`` or ``"triton"`` (the last two must be installed) for every
+    nowcaster."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown scatter backend {name!r}; choose from {BACKENDS}")
     if name == "torch-scatter" and _torch_scatter() is None:
         raise ImportError("the torch-scatter backend needs the torch-scatter package: "
                           "pip install 'nino-optim[scatter]'")
+    if name == "triton" and not _has_triton():
+        raise ImportError("the triton backend needs the triton package (bundled with CUDA builds of PyTorch on "
+                          "Linux): pip install 'nino-optim[fused]'")
     _backend = name
 
 
@@ -38,7 +54,10 @@ def scatter_backend() -> str:
 
 
 def scatter_add_(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """``out[index[i]] += src[i]`` in place and returned. out [N, D], index LongTensor [n], src [n, D]."""
+    """``out[index[i]] += src[i]`` in place and returned. out [N, D], index LongTensor [n], src [n, D].
+
+    The ``"triton"`` backend uses ``index_add_`` here: its kernel is the fused one of streamed inference.
+    """
     src = src.to(out.dtype)
     if _backend == "torch-scatter":
         return _torch_scatter().scatter_add(src, index, dim=0, out=out)

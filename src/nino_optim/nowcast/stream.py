@@ -14,11 +14,14 @@ directly, so the edge features go through the big D x D products 7 times for 2 l
 
 Edges come in pieces of at most ``chunk`` edges: row slices of the graph's dense blocks (``graph/blocks.py``),
 where node terms broadcast over an [n_src, n_dst, D] view and sums at targets are reductions along axis 0, and
-chunks of the remaining sparse edges, which gather and ``scatter_add_``. The live edge state between passes is
-kept in ``edge_state``: ``"float32"`` (exact), ``"bfloat16"`` (half the memory; inputs to each pass rounded) or
-``"recompute"`` (nothing kept: each pass rebuilds its input from the edge attributes, ~2 extra D x D products
-per edge and pass; the outputs are bitwise those of ``"float32"``). ``"auto"`` (the default) keeps float32
-up to 256 MiB of edge features and recomputes beyond, so memory stays bounded by the chunk size.
+chunks of the remaining sparse edges, which gather and ``scatter_add_``. With the ``"triton"`` scatter backend
+on CUDA, a piece's two edge sums come from one fused kernel that never stores gamma (``fused.py``).
+
+The live edge state between passes is kept in ``edge_state``: ``"float32"`` (exact), ``"bfloat16"`` (half the
+memory; inputs to each pass rounded) or ``"recompute"`` (nothing kept: each pass rebuilds its input from the edge
+attributes, ~2 extra D x D products per edge and pass; the outputs are bitwise those of ``"float32"``). ``"auto"``
+(the default) keeps float32 up to 256 MiB of edge features and recomputes beyond, so memory stays bounded by the
+chunk size.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 
 from ..graph.blocks import Block
 from ..graph.neural_graph import NeuralGraph
-from .scatter import scatter_add_
+from .scatter import scatter_add_, scatter_backend
 
 EDGE_STATES = ("auto", "float32", "bfloat16", "recompute")
 AUTO_STORE_BYTES = 2**28  # "auto" keeps float32 edge features up to this size (256 MiB), else recomputes
@@ -105,6 +108,16 @@ class _Piece:
             scatter_add_(out, self.dst, values)
 
 
+def _fused_message_sums(device: torch.device, hid: int):
+    """``fused.message_sums_`` where the ``"triton"`` backend is chosen and the kernel runs on ``device`` at
+    hidden size ``hid``, else None (the unfused steps)."""
+    if scatter_backend() != "triton":
+        return None
+    from . import fused  # imports triton: only for those who chose it
+
+    return fused.message_sums_ if fused.runs_on(device) and fused.supports(hid) else None
+
+
 def _pieces(graph: NeuralGraph, chunk: int, device: torch.device) -> list[_Piece]:
     """Row slices of the graph's blocks and chunks of its sparse edges, each at most ``chunk`` edges."""
     layout = graph.layout
@@ -145,6 +158,7 @@ def stream_edge_forward(gnn, edge_attr: torch.Tensor, graph: NeuralGraph, k: int
     edge_attr = edge_attr.to(device)
     edge_type = graph.edge_type.to(device)
     pieces = _pieces(graph, chunk, device)
+    fused_sums = _fused_message_sums(device, hid)
     work = max((p.size for p in pieces), default=0)
     # Three [work, D] buffers: a pass's input edge features and its output alternate between buf_a and buf_b;
     # mid holds the edge update's hidden layer, then gamma or the head's hidden layer.
@@ -181,6 +195,10 @@ def stream_edge_forward(gnn, edge_attr: torch.Tensor, graph: NeuralGraph, k: int
         """Add this piece's edge sum and sum of gamma * C_src at the targets (for ``layer``'s aggregation)."""
         esum, acc = sums
         enc = gnn.gnn.convs[layer].edge_encoder
+        if fused_sums is not None:
+            fused_sums(esum, acc, e, enc.weight[:hid], enc.bias[:hid], c_src, block=piece.block, src=piece.src,
+                       dst=piece.dst)
+            return
         piece.sum_at_dst_(esum, e)
         gamma = torch.addmm(enc.bias[:hid], e, enc.weight[:hid].t(), out=mid[: e.shape[0]])
         piece.mul_src_(gamma, c_src)
