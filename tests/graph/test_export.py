@@ -9,7 +9,9 @@ from conftest import TwoLayer, fm16
 from gpt_models import GPT
 from nino_optim import build_neural_graph
 from nino_optim.graph.builder import build_traced_graph, graph_parameters
+from nino_optim.graph import export_trace
 from nino_optim.graph.export_trace import ExportPropagator, export_graph
+from test_hf import tiny_gpt2, tiny_llama
 from test_trace import ResNet, TwoBranch
 
 MODELS = {
@@ -37,6 +39,46 @@ def test_export_route_gives_the_symbolic_graph(name):
     for attr in ("edge_index", "edge_type", "param_edge", "param_slot", "pos_w"):
         assert torch.equal(getattr(exported, attr), getattr(symbolic, attr)), attr
     assert [p.edge_type for p in exported.params] == [p.edge_type for p in symbolic.params]
+
+
+TRACED = {
+    "gpt_fused_sdpa": (GPT, lambda: ((torch.randint(0, 11, (1, 4)),), {})),
+    "hf_gpt2": (tiny_gpt2, lambda: ((), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})),
+    "hf_llama_gqa": (lambda: tiny_llama(kv_heads=1), lambda: ((), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})),
+}
+
+
+def _graph_through(tracer: str, model, args, kwargs, monkeypatch):
+    """The neural graph from one of export_graph's tracers: make_fx on real or fake tensors, or torch.export."""
+    original, traced_by = export_trace._make_fx_graph, []
+
+    def only_the_chosen(wrapper, a, k, real):
+        if tracer == "export" or real != (tracer == "real"):
+            raise RuntimeError("not the tracer under test")
+        out = original(wrapper, a, k, real)
+        traced_by.append(tracer)
+        return out
+
+    monkeypatch.setattr(export_trace, "_make_fx_graph", only_the_chosen)
+    gm, placeholders = export_graph(model, args, kwargs)
+    monkeypatch.undo()
+    assert traced_by == ([] if tracer == "export" else [tracer])  # the chosen tracer worked, no fallback hid it
+    prop = ExportPropagator(gm, model, placeholders, graph_parameters(model))
+    prop.run()
+    assert prop.notes == [] and prop.fallback == {}
+    return prop.assembly.finish(fallback=prop.fallback, lpe=False)
+
+
+@pytest.mark.parametrize("name", TRACED)
+def test_the_three_tracers_give_one_graph(name, monkeypatch):
+    make, inputs = TRACED[name]
+    torch.manual_seed(0)
+    model = make()
+    graphs = {tracer: _graph_through(tracer, model, *inputs(), monkeypatch) for tracer in ("real", "fake", "export")}
+    for tracer in ("fake", "export"):
+        for attr in ("edge_index", "edge_type", "param_edge", "param_slot", "pos_w"):
+            assert torch.equal(getattr(graphs[tracer], attr), getattr(graphs["real"], attr)), (tracer, attr)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())  # the real trace left no trace
 
 
 class ShapeDependent(nn.Module):
