@@ -4,7 +4,7 @@ Reads the table that ``heldout_metaloss.py`` prints (one row per predictor; runs
 trained on N trajectories, ``metatrain`` on ``--full`` of them) and plots the "all horizons" column against N,
 with the predictors that do not depend on N (no change, Linefit+, the official checkpoint) as horizontal lines.
 
-    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 16 \
+    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 76 --iterations 3000 \
         --out docs/pretrained/data_scaling.png
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", help="saved output of benchmarks/heldout_metaloss.py")
     parser.add_argument("--full", type=int, required=True, help="trajectories the run named 'metatrain' used")
+    parser.add_argument("--iterations", type=int, required=True, help="meta-training iterations of every run")
     parser.add_argument("--out", default="data_scaling.png")
     args = parser.parse_args()
     rows = read_table(args.table)
@@ -40,7 +41,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*points), "o-", label="our NiNo (1000 iterations each)")
+    ax.plot(*zip(*points), "o-", label=f"our NiNo ({args.iterations} iterations each)")
     for name, style in (("nino_no_posw.pt", "k--"), ("no change", "g:"), ("linefit+", "r:")):
         if name in rows:
             ax.axhline(rows[name], linestyle=style[1:], color=style[0], label=name)
