@@ -8,13 +8,15 @@
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
 #   own       the project's weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
+#   compare   the bundled default weights, Adam and the official NiNo in one benchmark run (FM-16, FM-32, lm x
+#             3 seeds; issue 3 asks for the three side by side)
 # PHASES picks them (default: all). Each phase has a deadline (seconds after the start) and keeps what finished;
 # results are packed into $OUT after each phase.
 #
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
 # baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next run (one 10-minute call): PHASES="fused collect metatrain own" SCALE=long scripts/gpu_session.sh
+# Next run (one call of about 4 minutes): PHASES=compare SCALE=long scripts/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -151,6 +153,11 @@ if has own && [ -f "$W/metatrain/weights/model.safetensors" ]; then
   log "heldout rc=$?"
   wait $OWN
   log "own benchmark rc=$?"
+fi
+if has compare; then
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino,default \
+    --workers 14 "${BENCH[@]}" > "$W/logs/bench_compare.log" 2>&1
+  log "compare rc=$?"
 fi
 for pid in "${BACKGROUND[@]}"; do wait $pid; log "background benchmark rc=$?"; done
 pack
