@@ -23,7 +23,7 @@ from nino_optim.nowcast import NiNoConfig, NiNoGNN, scatter
 from nino_optim.nowcast.scatter import scatter_backend, set_scatter_backend
 from nino_optim.nowcast.stream import stream_edge_forward
 
-HAVE_TRITON = scatter._has_triton()
+HAVE_TRITON = scatter._optional("triton") is not None
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -6,7 +6,7 @@ from nino_optim import build_neural_graph, load_nowcaster
 from nino_optim.nowcast import scatter
 from nino_optim.nowcast.scatter import scatter_add_, scatter_backend, set_scatter_backend
 
-HAVE_TORCH_SCATTER = scatter._torch_scatter() is not None
+HAVE_TORCH_SCATTER = scatter._optional("torch_scatter") is not None
 
 
 @pytest.fixture(autouse=True)

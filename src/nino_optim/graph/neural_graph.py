@@ -66,7 +66,7 @@ class NeuralGraph:
     use_lpe: bool = True
     _lpe: torch.Tensor | None = field(default=None, repr=False)
     _layout: EdgeLayout | None = field(default=None, repr=False)
-    # index tensors already copied to an accelerator, by device (meta-training maps thousands of windows)
+    # tensors already copied to an accelerator, by (name, device): see on_device
     _on_device: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -130,7 +130,8 @@ class NeuralGraph:
         edge, slot, placed = self._index_on(states.device)
         out[edge, slot] = states[placed]
         for etype, value in AUX_VALUE.items():  # edge ids, not a mask: indexing by a mask waits for a GPU
-            out[self._on(states.device, f"edges{etype}", lambda: (self.edge_type == etype).nonzero()[:, 0]), 0] = value
+            ids = self.on_device(states.device, f"edges{etype}", lambda: (self.edge_type == etype).nonzero()[:, 0])
+            out[ids, 0] = value
         return out.reshape(self.num_edges, self.feat_size * T)
 
     def to_params(self, edge_values: torch.Tensor, default: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,10 +160,11 @@ class NeuralGraph:
         def make():
             placed = self.placed_mask
             return self.param_edge[placed], self.param_slot[placed], placed.nonzero()[:, 0]
-        return self._on(device, "index", make)
+        return self.on_device(device, "index", make)
 
-    def _on(self, device: torch.device, name: str, make):
-        """``make()``'s tensor(s) on ``device``: made each time on the CPU, copied once to an accelerator."""
+    def on_device(self, device: torch.device, name: str, make):
+        """``make()``'s tensor(s) on ``device``: made each time on the CPU, copied to an accelerator once per
+        ``name`` (meta-training maps thousands of windows of one graph there)."""
         if device.type == "cpu":
             return make()
         key = (name, str(device))

@@ -79,9 +79,6 @@ class WindowSampler:
                 raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
             traj.states = traj.states.to(self.device)
             self.items.append((traj, graph, stride))
-        # (lpe, edge_index, edge_type) of each graph, on the device
-        self._graph_tensors = {id(g): tuple(t.to(self.device) for t in (g.lpe, g.edge_index, g.edge_type))
-                               for g in graphs.values()}
         if not self.items:
             raise ValueError("no trajectories to sample windows from")
 
@@ -99,7 +96,8 @@ class WindowSampler:
         target = F.pad(scaler.scale(future), (0, self.horizon - steps))  # [P, K]
         mask = torch.zeros_like(target)
         mask[:, :steps] = 1.0
-        lpe, edge_index, edge_type = self._graph_tensors[id(graph)]
+        lpe, edge_index, edge_type = graph.on_device(self.device, "window",
+                                                     lambda: (graph.lpe, graph.edge_index, graph.edge_type))
         if flip_lpe:
             lpe = lpe * (torch.randint(2, (1, lpe.shape[1]), generator=generator) * 2 - 1).to(self.device)
         aux = (edge_type >= 10)[:, None, None]

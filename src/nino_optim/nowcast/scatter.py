@@ -12,26 +12,20 @@ thread (torch 2.13, torch-scatter 2.1.2 built from source). On an H200 the fused
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 BACKENDS = ("native", "torch-scatter", "triton")
 _backend = "native"
 
 
-def _torch_scatter():
+def _optional(module: str):
+    """The module if it can be imported, else None (the optional backends' packages)."""
     try:
-        import torch_scatter
+        return importlib.import_module(module)
     except ImportError:
         return None
-    return torch_scatter
-
-
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def set_scatter_backend(name: str) -> None:
@@ -40,10 +34,10 @@ def set_scatter_backend(name: str) -> None:
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown scatter backend {name!r}; choose from {BACKENDS}")
-    if name == "torch-scatter" and _torch_scatter() is None:
+    if name == "torch-scatter" and _optional("torch_scatter") is None:
         raise ImportError("the torch-scatter backend needs the torch-scatter package: "
                           "pip install 'nino-optim[scatter]'")
-    if name == "triton" and not _has_triton():
+    if name == "triton" and _optional("triton") is None:
         raise ImportError("the triton backend needs the triton package (bundled with CUDA builds of PyTorch on "
                           "Linux): pip install 'nino-optim[fused]'")
     _backend = name
@@ -61,5 +55,5 @@ def scatter_add_(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> t
     """
     src = src.to(out.dtype)
     if _backend == "torch-scatter":
-        return _torch_scatter().scatter_add(src, index, dim=0, out=out)
+        return _optional("torch_scatter").scatter_add(src, index, dim=0, out=out)
     return out.index_add_(0, index, src)
