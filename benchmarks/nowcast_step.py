@@ -20,7 +20,7 @@ nowcasts (``RLIMIT_AS``), and the parent kills it if its RSS passes ``--max-gb``
 ``--timeout``; either is reported in the table rather than raised. ``--profile FILE`` writes cProfile
 statistics of the first nowcast of each size (FILE gets the size appended).
 
-    python benchmarks/nowcast_step.py [--sizes 1M 3.4M 7M 30M] [--chunks 65536 all] [--edge-states float32]
+    python benchmarks/nowcast_step.py [--sizes 1M 3.4M 7M 30M] [--chunks 65536 all] [--edge-states auto]
                                       [--timeout 900]
                                       [--max-gb 16] [--train-step 3.4M] [--json out.json] [--profile prof]
 """
@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--chunks", nargs="+", default=[str(2**16), "all"],
                         help="chunk_size values (integers, or 'all' = number of edges); the first is the reference")
-    parser.add_argument("--edge-states", nargs="+", default=["float32"], choices=["auto", "float32", "bfloat16", "recompute"],
+    parser.add_argument("--edge-states", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16", "recompute"],
                         help="how edge features live between passes (each combined with every chunk size)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per size (whole subprocess)")
     parser.add_argument("--max-gb", type=float, default=16.0, help="memory cap for the nowcasts per size, GB")
