@@ -132,6 +132,20 @@ def test_report_writes_table_and_png(runs_dir, tmp_path, capsys):
     assert "written:" in capsys.readouterr().out
 
 
+def test_report_names_the_weights_and_warns_when_a_method_mixed_them(tmp_path):
+    def report(runs, name):
+        for r in runs:
+            write_json_atomic(tmp_path / name / r["task"] / f"{r['method']}__seed{r['seed']}.json", r)
+        return write_report(tmp_path / name, tmp_path / f"{name}_docs")[2]
+
+    runs = [dict(r, nowcaster_sha256="aaaa") if r["method"] == "nino" else r for r in RUNS]
+    text = report(runs, "same")
+    assert "`nino` aaaa." in text and "different weights" not in text
+    runs[3] = dict(runs[3], nowcaster_sha256="bbbb")
+    text = report(runs, "mixed")
+    assert "`nino` aaaa / bbbb" in text and "the runs of `nino` used different weights" in text
+
+
 def test_report_without_results(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "empty", tmp_path / "out")

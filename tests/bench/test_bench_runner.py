@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import kjv, needs_fashion_mnist, needs_kjv
-from nino_optim.bench.runner import (BenchConfig, Method, official_dir, parse_method, parse_methods, result_path,
-                                     run_benchmark)
+from nino_optim.bench.runner import (BenchConfig, Method, nowcaster_fingerprint, official_dir, parse_method,
+                                     parse_methods, result_path, run_benchmark)
 from nino_optim.bench.steps_to_target import _dataloader_batches
 from nino_optim.cli import main
 
@@ -88,6 +88,7 @@ def test_results_written_skipped_and_resumed(tmp_path):
     assert adam["nowcast_steps"] == [] and adam["mean_nowcast_time"] is None and adam["spec"] is None
     assert lf["nowcast_steps"] == [10, 20] and len(lf["nowcast_times"]) == 2 and lf["mean_nowcast_time"] > 0
     assert lf["paper_method"] == "linefit+" and lf["peak_rss_mb"] > 0 and lf["wall_time"] > 0
+    assert adam["nowcaster_sha256"] is None and lf["nowcaster_sha256"] == nowcaster_fingerprint("linefit+")
     # same seed: same initialisation and batches, so identical until the first nowcast (step 10)
     assert adam["curve"]["values"][:2] == lf["curve"]["values"][:2]
     assert adam["curve"]["train_loss"][1] == lf["curve"]["train_loss"][1]
@@ -105,6 +106,25 @@ def test_results_written_skipped_and_resumed(tmp_path):
     with pytest.raises(ValueError, match="another protocol"):
         run_benchmark(methods, [7], BenchConfig("fm16", **{**TINY, "steps": 30}), out, workers=0, progress=False,
                       log=lambda m: None)
+    # so is a file of the same name made with other weights (here: Linefit under the name linefit+)
+    with pytest.raises(ValueError, match="other nowcaster weights"):
+        run_benchmark([Method("linefit+", "linefit", None)], [7], cfg, out, workers=0, progress=False,
+                      log=lambda m: None)
+
+
+def test_nowcaster_fingerprint_follows_the_weights_not_their_location(tmp_path):
+    from nino_optim.nowcast.hub import load_nowcaster, save_pretrained
+
+    default = nowcaster_fingerprint("default")
+    assert len(default) == 16 and nowcaster_fingerprint(None) is None
+    model = load_nowcaster("default")
+    save_pretrained(model, tmp_path / "copy")
+    assert nowcaster_fingerprint(str(tmp_path / "copy")) == default
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    save_pretrained(model, tmp_path / "changed")
+    assert nowcaster_fingerprint(str(tmp_path / "changed")) != default
+    assert nowcaster_fingerprint("linefit") != nowcaster_fingerprint("linefit+")
 
 
 @needs_data

@@ -129,6 +129,7 @@ def summarize(results: list[dict]) -> dict[str, dict]:
             methods[name] = {
                 "paper_method": runs[0].get("paper_method"),
                 "spec": runs[0].get("spec"),
+                "fingerprints": sorted({r["nowcaster_sha256"] for r in runs if r.get("nowcaster_sha256")}),
                 "per_seed": per_seed,
                 "reached": sum(not c for _, c in per_seed.values()),
                 "median": median_bound(list(per_seed.values())),
@@ -250,6 +251,13 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
         if s["mixed_protocols"]:
             parts += ["**Warning: these runs do not all share one protocol (see their `config`).**", ""]
         parts += [task_table(task, s), ""]
+        printed = {n: m["fingerprints"] for n, m in s["methods"].items() if m["fingerprints"]}
+        if printed:
+            parts += ["Nowcaster fingerprints (`nowcaster_sha256` of the results files): " + ", ".join(
+                f"`{n}` {' / '.join(f)}" for n, f in printed.items()) + ".", ""]
+        mixed = [n for n, f in printed.items() if len(f) > 1]
+        if mixed:
+            parts += [f"**Warning: the runs of {', '.join(f'`{n}`' for n in mixed)} used different weights.**", ""]
     parts += [
         "Steps are the first evaluation at or past the threshold (test accuracy at or above it, perplexity at or "
         "below it; rounded up to the evaluation interval). "

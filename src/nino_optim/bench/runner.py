@@ -8,10 +8,13 @@ process with one torch thread (so its peak RSS is its own); ``workers = 0`` runs
 
 Methods are nowcaster specs, named: ``adam`` (plain Adam, no nowcast), ``linefit``, ``linefit+``, ``default``,
 ``nino`` / ``wnn+`` (the official ``nino_no_posw.pt`` / ``nino_mlp.pt``), ``NAME=SPEC`` for any spec
-``load_nowcaster`` takes, or a bare path (named after the file).
+``load_nowcaster`` takes, or a bare path (named after the file). Each results file records a fingerprint of
+its method's nowcaster (``nowcaster_sha256``), so that resuming with other weights under the same name (a new
+``default``, say) is refused instead of mixing two sets of weights in one table.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -175,6 +178,26 @@ def result_path(out: str | os.PathLike, task: str, method: Method, seed: int) ->
     return Path(out) / task / f"{method.slug}__seed{seed}.json"
 
 
+def nowcaster_fingerprint(spec: str | None) -> str | None:
+    """The first 16 hex digits of a SHA-256 over the nowcaster's class, settings (a module's ``config``, another
+    object's attributes: Linefit's ``weighted``) and tensors (names, dtypes, shapes, values); None for plain
+    Adam. Equal weights give equal fingerprints wherever they were loaded from (a directory, a ``.pt``, the Hub)."""
+    if spec is None:
+        return None
+    from ..nowcast.hub import load_nowcaster
+
+    nowcaster = load_nowcaster(spec)
+    module = isinstance(nowcaster, torch.nn.Module)
+    settings = getattr(nowcaster, "config", None) if module else vars(nowcaster)
+    h = hashlib.sha256(f"{type(nowcaster).__module__}.{type(nowcaster).__qualname__} {settings!r}".encode())
+    state = nowcaster.state_dict() if module else {}
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
@@ -300,10 +323,16 @@ class Job:
     path: Path = field(default=None)
     command: str | None = None
     device: str = "cpu"
+    fingerprint: str | None = None  # of the method's nowcaster (``nowcaster_fingerprint``)
+
+    def write(self, result: dict) -> None:
+        """Add what the parent process knows (command line, nowcaster fingerprint) and write the file."""
+        write_json_atomic(self.path, {**result, "command": self.command, "nowcaster_sha256": self.fingerprint})
 
 
-def _check_existing(path: Path, cfg: BenchConfig) -> bool:
-    """True when ``path`` holds a finished run of the same protocol; raises when the protocol differs."""
+def _check_existing(path: Path, cfg: BenchConfig, fingerprint: str | None) -> bool:
+    """True when ``path`` holds a finished run of the same protocol and nowcaster; raises when either differs
+    (files written before fingerprints were recorded are taken as they are)."""
     if not path.is_file():
         return False
     try:
@@ -315,6 +344,10 @@ def _check_existing(path: Path, cfg: BenchConfig) -> bool:
     if mismatch:
         diff = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was run with another protocol ({diff}); use another --out or delete it")
+    recorded = old.get("nowcaster_sha256")
+    if recorded is not None and recorded != fingerprint:
+        raise ValueError(f"{path} was run with other nowcaster weights (fingerprint {recorded} there, {fingerprint} "
+                         f"now); use another --out, another method name (NAME=SPEC) or delete it")
     return True
 
 
@@ -333,9 +366,7 @@ def _worker(job: Job) -> tuple[str, str | None]:
     key = str(job.path)
     try:
         report = (lambda n: _QUEUE.put((key, n))) if _QUEUE is not None else None
-        result = run_one(job.method, job.seed, job.cfg, progress=report, device=job.device)
-        result["command"] = job.command
-        write_json_atomic(job.path, result)
+        job.write(run_one(job.method, job.seed, job.cfg, progress=report, device=job.device))
         return key, None
     except Exception:
         return key, traceback.format_exc()
@@ -358,15 +389,16 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
         ``{"done": [...], "skipped": [...], "failed": [...]}`` (paths).
     """
     cfgs = cfg if isinstance(cfg, list) else [cfg]
+    fingerprints = {m.slug: nowcaster_fingerprint(m.spec) for m in methods}  # a bad spec fails here, before any run
     jobs, skipped = [], []
     for c in cfgs:  # seed-major, so that an interrupted benchmark has every method for its first seeds
         for s in seeds:
             for m in methods:
                 path = result_path(out, c.task, m, s)
-                if _check_existing(path, c):
+                if _check_existing(path, c, fingerprints[m.slug]):
                     skipped.append(str(path))
                 else:
-                    jobs.append(Job(m, s, c, path, command, device))
+                    jobs.append(Job(m, s, c, path, command, device, fingerprints[m.slug]))
     total = len(jobs) + len(skipped)
     log(f"{total} runs: {len(skipped)} already in {out}, {len(jobs)} to do"
         + (f" ({workers} parallel process{'es' if workers > 1 else ''}, 1 torch thread each)" if jobs else ""))
@@ -385,10 +417,8 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
                         lm = job.cfg.task == "lm"
                         if lm not in loaded:
                             loaded[lm] = load_kjv() if lm else load_fashion_mnist()
-                        result = run_one(job.method, job.seed, job.cfg, data=loaded[lm], progress=bars.steps,
-                                         device=job.device)
-                        result["command"] = job.command
-                        write_json_atomic(job.path, result)
+                        job.write(run_one(job.method, job.seed, job.cfg, data=loaded[lm], progress=bars.steps,
+                                          device=job.device))
                         done.append(str(job.path))
                         bars.run_done(job.path, None, log)
                     except Exception:
