@@ -32,7 +32,8 @@ def _metatrain(args: argparse.Namespace) -> None:
     if args.max_train is not None:  # a seeded subset; smaller subsets are contained in larger ones
         random.Random(args.seed).shuffle(train)
         train = sorted(train[:args.max_train])
-    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size,
+                      windows_per_trajectory=args.windows_per_trajectory, lr=args.lr, seed=args.seed,
                       hid=args.hid, eval_every=args.eval_every)
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
     metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
@@ -100,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="data/trajectories")
     p.add_argument("--out", default="runs/metatrain")
     p.add_argument("--iterations", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="windows per iteration")
+    p.add_argument("--windows-per-trajectory", type=int, default=1,
+                   help="windows drawn together from one trajectory (must divide --batch-size; the official "
+                        "batches are 4 trajectories x 4 windows); more is faster per window on a GPU")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hid", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ from nino_optim.metatrain.trajectories import list_trajectories, load_trajectory
 from nino_optim.metatrain.train import TrainConfig, metatrain
 from nino_optim.metatrain.windows import MIN_FUTURE, WindowSampler, collate, masked_l1
 from nino_optim.metatrain.zoo import RunSpec, build_model, example_inputs, make_zoo
+from nino_optim.nowcast.scaling import LayerwiseScaler
 
 TINY = {"kind": "convnet", "hid": [4, 4, 4]}
 
@@ -107,6 +108,33 @@ def test_windows_scale_with_input_statistics_and_mask(tmp_path):
     assert torch.all(target[:, steps:] == 0)
 
 
+def test_windows_drawn_together_equal_windows_drawn_one_by_one(tmp_path):
+    """A group of windows of one trajectory: each its own start, statistics and LPE flips, as if drawn alone."""
+    path = _fake_run(tmp_path, 1, n_states=40)
+    sampler = WindowSampler([path], spacing=20, horizon=40)
+    traj, graph, stride = sampler.items[0]
+    E, N, c, B = graph.num_edges, graph.num_nodes, 5, 4
+    group = sampler.sample(torch.Generator().manual_seed(3), windows=B)
+    replay = torch.Generator().manual_seed(3)  # the same draws: trajectory, starts, LPE signs
+    torch.randint(1, (1,), generator=replay)
+    starts = torch.randint(40 - 1 - (c + MIN_FUTURE - 1) * stride + 1, (B,), generator=replay)
+    signs = torch.randint(2, (B, 1, 8), generator=replay) * 2 - 1
+    assert len(set(starts.tolist())) > 1
+    assert group.edge_attr.shape == (B * E, 9 * c) and group.target.shape == group.mask.shape == (B * E, 9, 40)
+    assert torch.equal(group.edge_index[:, E:2 * E], graph.edge_index + N)
+    for b, start in enumerate(starts.tolist()):  # one window by the single-window definition
+        states = traj.states[start::stride].t().float()  # [P, c + steps]
+        steps = min(states.shape[1] - c, 40)
+        scaler = LayerwiseScaler(states[:, :c], graph.params)
+        attr = sampler._edges(graph, scaler.scale(states[:, :c])).flatten(1)
+        target = sampler._edges(graph, torch.nn.functional.pad(scaler.scale(states[:, c:c + steps]), (0, 40 - steps)))
+        rows = slice(b * E, (b + 1) * E)
+        assert torch.allclose(group.edge_attr[rows], attr, atol=1e-6)
+        assert torch.allclose(group.target[rows], target, atol=1e-6)
+        assert int(group.mask[rows].sum()) == graph.num_params * steps
+        assert torch.equal(group.lpe[b * N:(b + 1) * N], graph.lpe * signs[b])
+
+
 def test_collate_offsets_nodes(tmp_path):
     paths = [_fake_run(tmp_path, s) for s in (1, 2)]
     sampler = WindowSampler(paths, spacing=10)
@@ -121,7 +149,7 @@ def test_collate_offsets_nodes(tmp_path):
 def test_metatrain_resumes_exactly_and_writes_loadable_weights(tmp_path):
     paths = [_fake_run(tmp_path / "data", s) for s in (1, 2, 3)]
     train, val = WindowSampler(paths[:2], spacing=10), WindowSampler(paths[2:], spacing=10)
-    cfg = TrainConfig(iterations=6, batch_size=2, eval_every=3, hid=16, val_windows=2)
+    cfg = TrainConfig(iterations=6, batch_size=4, windows_per_trajectory=2, eval_every=3, hid=16, val_windows=2)
     straight = metatrain(train, val, tmp_path / "straight", cfg, progress=False)
     # interrupted after the checkpoint at iteration 3, then resumed
     interrupted = TrainConfig(**{**cfg.__dict__})
@@ -156,6 +184,8 @@ def test_metatrain_resumes_exactly_and_writes_loadable_weights(tmp_path):
     with pytest.raises(ValueError, match="another configuration"):
         metatrain(train, val, out, TrainConfig(iterations=7, batch_size=2, eval_every=3, hid=16, val_windows=2),
                   progress=False)
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        metatrain(train, val, tmp_path / "bad", TrainConfig(batch_size=4, windows_per_trajectory=3), progress=False)
 
 
 def test_metatrain_stops_on_a_non_finite_loss_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ class TrainConfig:
 
     iterations: int = 2000
     batch_size: int = 4  # windows (graphs) per step
+    windows_per_trajectory: int = 1  # windows drawn together from one trajectory (official: 4, batch 16)
     lr: float = 3e-3
     weight_decay: float = 1e-2
     min_lr: float = 1e-6
@@ -44,6 +45,9 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     ``stop_after``: seconds after which training stops at the next checkpoint (every ``eval_every``
     iterations), writing ``weights/`` from there; running again with the same configuration resumes it.
     """
+    if cfg.windows_per_trajectory < 1 or cfg.batch_size % cfg.windows_per_trajectory:
+        raise ValueError(f"windows_per_trajectory ({cfg.windows_per_trajectory}) must divide batch_size "
+                         f"({cfg.batch_size})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -79,7 +83,8 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     t0 = time.perf_counter()
     pending: list[torch.Tensor] = []  # losses not read yet: reading each one would wait for the GPU every iteration
     for it in range(start + 1, cfg.iterations + 1):
-        batch = collate([train.sample(generator) for _ in range(cfg.batch_size)]).to(device)
+        groups = cfg.batch_size // cfg.windows_per_trajectory
+        batch = collate([train.sample(generator, cfg.windows_per_trajectory) for _ in range(groups)]).to(device)
         loss = masked_l1(model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
