@@ -16,7 +16,8 @@
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
 # baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next run (one call of about 4 minutes): PHASES=compare SCALE=long scripts/gpu_session.sh
+# Next runs: PHASES="collect metatrain own" SCALE=xl (one call of about 9 minutes: new weights, benchmarked); then,
+# with the better weights bundled, PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -49,10 +50,15 @@ case "${SCALE:-full}" in
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=1000 BATCH=8 WPT=1 WORKERS=12
     SUBSETS="8 16" T_NOW=0 T_COLLECT=${T_COLLECT:-85} T_TRAIN=${T_TRAIN:-165} T_END=${T_END:-240} EXTRA=""
     NOWCAST_SIZES="3.4M" T_FUSED=0 ;;
-  long)  # v0.2 ran this with 3000 iterations of 8 single windows (141 s, 21 iterations/s), still under-trained
-    # (training loss 0.39 -> 0.37). Now the official batch, 4 trajectories x 4 windows, whose sampling needs 717
-    # tensor operations instead of 2689 for 16 single windows; the GPU time per iteration is not measured yet.
-    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=16 WPT=4 WORKERS=14
+  long)  # what made the v0.2 weights: 92 trajectories, 3000 iterations of 8 single windows (141 s, 21 it/s),
+    # subsets for the data-scaling curve, then the benchmark
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3000 BATCH=8 WPT=1 WORKERS=14
+    SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA=""
+    NOWCAST_SIZES="3.4M" ;;
+  xl)  # the next run: v0.2 was under-trained (training loss 0.39 -> 0.37), so the official batch, 4 trajectories
+    # x 4 windows (717 tensor operations to sample instead of 2689 for 16 single windows; the GPU time per
+    # iteration is not measured yet; at v0.2's 30 µs per operation 3500 iterations take about 120 s)
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3500 BATCH=16 WPT=4 WORKERS=14
     SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA=""
     NOWCAST_SIZES="3.4M" ;;
   *)
