@@ -68,7 +68,8 @@ case "${SCALE:-full}" in
 esac
 BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000 --out "$W/bench" --device $DEVICE
        --no-progress $EXTRA)
-[ -d .gpu/trajectories ] && cp -r .gpu/trajectories/. "$W/trajectories/"
+# carried trajectories (states every 200 steps) do not fit the tiny dry run's spacing
+[ -d .gpu/trajectories ] && [ "${SCALE:-full}" != tiny ] && cp -r .gpu/trajectories/. "$W/trajectories/"
 
 device=$($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')
 log "start on $device, phases: $PHASES"
