@@ -26,7 +26,8 @@ MIN_FUTURE = 10  # the official dataset asserts at least 10 future states per wi
 
 @dataclass
 class Window:
-    """One example. E edges, N nodes, F = max_feat_size slots, c inputs, K horizons."""
+    """One example, or several collated into one disconnected graph (then E and N count all of theirs).
+    E edges, N nodes, F = max_feat_size slots, c inputs, K horizons."""
 
     edge_attr: torch.Tensor  # [E, F * c] scaled inputs, feature-major
     target: torch.Tensor  # [E, F, K] scaled future states
