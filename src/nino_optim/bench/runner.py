@@ -192,9 +192,8 @@ def nowcaster_fingerprint(spec: str | None) -> str | None:
     h = hashlib.sha256(f"{type(nowcaster).__module__}.{type(nowcaster).__qualname__} {settings!r}".encode())
     state = nowcaster.state_dict() if module else {}
     for name, tensor in sorted(state.items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
