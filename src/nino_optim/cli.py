@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="windows per iteration")
     p.add_argument("--windows-per-trajectory", type=int, default=1,
                    help="windows drawn together from one trajectory (must divide --batch-size; the official "
-                        "batches are 4 trajectories x 4 windows); more is faster per window on a GPU")
+                        "batches are 4 trajectories x 4 windows); they share their tensor operations")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hid", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -82,8 +82,8 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     model.train()
     t0 = time.perf_counter()
     pending: list[torch.Tensor] = []  # losses not read yet: reading each one would wait for the GPU every iteration
+    groups = cfg.batch_size // cfg.windows_per_trajectory
     for it in range(start + 1, cfg.iterations + 1):
-        groups = cfg.batch_size // cfg.windows_per_trajectory
         batch = collate([train.sample(generator, cfg.windows_per_trajectory) for _ in range(groups)]).to(device)
         loss = masked_l1(model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe), batch)
         opt.zero_grad(set_to_none=True)
