@@ -34,7 +34,7 @@ def _metatrain(args: argparse.Namespace) -> None:
         train = sorted(train[:args.max_train])
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size,
                       windows_per_trajectory=args.windows_per_trajectory, lr=args.lr, seed=args.seed,
-                      hid=args.hid, eval_every=args.eval_every)
+                      hid=args.hid, eval_every=args.eval_every, init=args.init)
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
     metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
               WindowSampler(val, spacing=args.spacing, device=args.device), args.out, cfg,
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
                         "batches are 4 trajectories x 4 windows); they share their tensor operations")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hid", type=int, default=128)
+    p.add_argument("--init", default=None,
+                   help="fine-tune these NiNo weights ('default', a weights directory, an official .pt) instead of "
+                        "starting from a seeded random initialisation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")

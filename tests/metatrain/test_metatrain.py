@@ -188,6 +188,27 @@ def test_metatrain_resumes_exactly_and_writes_loadable_weights(tmp_path):
         metatrain(train, val, tmp_path / "bad", TrainConfig(batch_size=4, windows_per_trajectory=3), progress=False)
 
 
+def test_metatrain_fine_tunes_given_weights_and_refuses_ones_that_do_not_fit(tmp_path):
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2)]
+    train, val = WindowSampler(paths[:1], spacing=10), WindowSampler(paths[1:], spacing=10)
+    first = metatrain(train, val, tmp_path / "first", TrainConfig(iterations=3, batch_size=2, eval_every=3, hid=16,
+                                                                  val_windows=1), progress=False)
+    # With a learning rate of 0 the first step changes nothing, so the result is the starting point itself; a seed
+    # other than the first run's shows it is not a random initialisation that happens to agree.
+    start = TrainConfig(iterations=1, batch_size=2, eval_every=1, hid=16, val_windows=1, lr=0.0, seed=7,
+                        init=str(tmp_path / "first" / "weights"))
+    same = metatrain(train, val, tmp_path / "same", start, progress=False)
+    for (name, p), q in zip(first.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(p, q), name
+    moved = metatrain(train, val, tmp_path / "moved", TrainConfig(**{**start.__dict__, "lr": 1e-2, "iterations": 2}),
+                      progress=False)
+    assert any(not torch.equal(p, q) for p, q in zip(first.state_dict().values(), moved.state_dict().values()))
+    with pytest.raises(ValueError, match=r"does not fit this run: hid 128 \(this run: 16\)"):
+        metatrain(train, val, tmp_path / "big", TrainConfig(iterations=1, hid=16, init="default"), progress=False)
+    with pytest.raises(ValueError, match="needs NiNo GNN weights"):
+        metatrain(train, val, tmp_path / "line", TrainConfig(iterations=1, hid=16, init="linefit"), progress=False)
+
+
 def test_metatrain_stops_on_a_non_finite_loss_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):
     paths = [_fake_run(tmp_path / "data", s) for s in (1, 2)]
     train, val = WindowSampler(paths[:1], spacing=10), WindowSampler(paths[1:], spacing=10)

@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     hid: int = 128
     mp_layers: int = 2
+    init: str | None = None  # start from these NiNo weights (a nowcaster spec) instead of a random initialisation
 
 
 def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg: TrainConfig,
@@ -51,8 +52,9 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = NiNoGNN(NiNoConfig(hid=cfg.hid, mp_layers=cfg.mp_layers, ctx=train.context, seq_len=train.horizon,
-                               max_feat_size=train.max_feat_size)).to(device)
+    config = NiNoConfig(hid=cfg.hid, mp_layers=cfg.mp_layers, ctx=train.context, seq_len=train.horizon,
+                        max_feat_size=train.max_feat_size)
+    model = (NiNoGNN(config) if cfg.init is None else initial_weights(cfg.init, config)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations, eta_min=cfg.min_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -119,6 +121,24 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
                                                       round(time.perf_counter() - t0, 1)}) + "\n")
     plot_curves(history, out_dir / "curves.png")
     return model
+
+
+def initial_weights(spec: str, config: NiNoConfig) -> NiNoGNN:
+    """A trainable copy of the NiNo GNN ``spec`` names (``"default"``, a weights directory, an official ``.pt``),
+    checked against the sizes meta-training needs (``config``); its other settings (edge types, LPE size, ...)
+    are kept."""
+    from ..nowcast.hub import load_nowcaster
+
+    source = load_nowcaster(spec)
+    if not isinstance(source, NiNoGNN):
+        raise ValueError(f"--init {spec!r} is a {type(source).__name__}; fine-tuning needs NiNo GNN weights")
+    fields = ("hid", "mp_layers", "ctx", "seq_len", "max_feat_size")
+    wrong = [f"{f} {getattr(source.config, f)} (this run: {getattr(config, f)})"
+             for f in fields if getattr(source.config, f) != getattr(config, f)]
+    if wrong:
+        raise ValueError(f"--init {spec!r} does not fit this run: " + ", ".join(wrong) +
+                         "; pass the matching --hid, or weights of these sizes")
+    return source.requires_grad_(True).train()
 
 
 @torch.no_grad()
