@@ -144,8 +144,10 @@ if has metatrain; then
       --out "$W/metatrain_n$n" --stop-after $budget > "$W/logs/metatrain_n$n.log" 2>&1 &
     SUBSET_PIDS+=($!)
   done
+  # INIT=default continues from the bundled weights instead of a random start (the subsets stay from scratch: they
+  # measure how quality grows with data)
   timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" \
-    --stop-after $budget > "$W/logs/metatrain.log" 2>&1
+    ${INIT:+--init "$INIT"} --stop-after $budget > "$W/logs/metatrain.log" 2>&1
   log "metatrain rc=$?"
   wait "${SUBSET_PIDS[@]}"
   pack
