@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..nowcast.gnn import NiNoConfig, NiNoGNN
-from ..nowcast.hub import save_pretrained
+from ..nowcast.hub import load_nowcaster, save_pretrained
 from .windows import WindowSampler, collate, masked_l1
 
 CHECKPOINT = "checkpoint.pt"
@@ -127,8 +127,6 @@ def initial_weights(spec: str, config: NiNoConfig) -> NiNoGNN:
     """A trainable copy of the NiNo GNN ``spec`` names (``"default"``, a weights directory, an official ``.pt``),
     checked against the sizes meta-training needs (``config``); its other settings (edge types, LPE size, ...)
     are kept."""
-    from ..nowcast.hub import load_nowcaster
-
     source = load_nowcaster(spec)
     if not isinstance(source, NiNoGNN):
         raise ValueError(f"--init {spec!r} is a {type(source).__name__}; fine-tuning needs NiNo GNN weights")
