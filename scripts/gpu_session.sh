@@ -14,7 +14,8 @@
 # results are packed into $OUT after each phase.
 #
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
-# baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/.
+# baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/ (added to the training data) and
+# unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007 and 8x48x16 s1011).
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
 # Next runs: PHASES="collect metatrain own" SCALE=xl (one call of about 9 minutes: new weights, benchmarked); then,
 # with the better weights bundled, PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
@@ -162,6 +163,11 @@ if has own && [ -f "$W/metatrain/weights/model.safetensors" ]; then
     --spacing $SPACING --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
     > "$W/logs/heldout_metaloss.log" 2>&1
   log "heldout rc=$?"
+  if [ -d .gpu/unseen ]; then  # convnets recorded on the CPU machine that no weights saw: the convnet gap
+    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
+      --spacing 200 --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt > "$W/logs/unseen_metaloss.log" 2>&1
+    log "unseen convnets rc=$?"
+  fi
   wait $OWN
   log "own benchmark rc=$?"
 fi
