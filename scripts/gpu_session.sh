@@ -58,9 +58,10 @@ case "${SCALE:-full}" in
     NOWCAST_SIZES="3.4M" ;;
   xl)  # the next run: v0.2 was under-trained (training loss 0.39 -> 0.37), so the official batch, 4 trajectories
     # x 4 windows (717 tensor operations to sample instead of 2689 for 16 single windows; the GPU time per
-    # iteration is not measured yet; at v0.2's 30 µs per operation 3500 iterations take about 120 s)
+    # iteration is not measured yet; at v0.2's 30 µs per operation 3500 iterations take about 120 s); 40% of the
+    # new convnets are FM-16's own architecture, as in the official data (FM-32's is not favoured)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3500 BATCH=16 WPT=4 WORKERS=14
-    SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA=""
+    SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA="" FM16_SHARE=0.4
     NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WPT=1 WORKERS=10
@@ -121,7 +122,8 @@ fi
 
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
   setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS \
-    --save-every $SAVE --workers $WORKERS --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
+    --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --workers $WORKERS --device $DEVICE --out "$W/trajectories" \
+    > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
   wait $COLLECT
   log "collect rc=$? trajectories=$(ls "$W/trajectories" | grep -vc '^\.')"

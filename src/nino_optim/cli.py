@@ -13,7 +13,8 @@ def _collect(args: argparse.Namespace) -> None:
     from .metatrain.collect import collect
     from .metatrain.zoo import make_zoo
 
-    specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed)
+    specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed,
+                     fm16_share=args.fm16_share)
     done = collect(specs, args.out, workers=args.workers, device=args.device)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--zoo-seed", type=int, default=0)
+    p.add_argument("--fm16-share", type=float, default=0.0,
+                   help="fraction of the convnets that train the FM-16 benchmark's own architecture (16, 32, 32), "
+                        "as half of the official data does (default 0: the varied zoo)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
     p.add_argument("--device", default="cpu", help="where the runs train: cpu, cuda, ...")
     p.set_defaults(func=_collect)

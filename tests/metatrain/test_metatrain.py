@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +36,25 @@ def test_zoo_is_deterministic_and_buildable():
         out = build_model(spec.arch)(x)
         assert out.shape == ((2, spec.arch["context"], 256) if spec.arch["kind"] == "gpt" else (2, 10))
         assert spec.dataset == ("pydoc-topics" if spec.arch["kind"] == "gpt" else "fashion-mnist")
+
+
+def test_zoo_without_fm16_share_is_the_one_the_bundled_weights_were_trained_on():
+    recorded = json.loads((Path(__file__).parents[2] / "docs" / "pretrained" / "trajectories.json").read_text())
+    gpu_runs = {name for name, _, device, *_ in recorded if device == "cuda"}  # the 3 CPU ones are from zoo seed 1
+    assert len(gpu_runs) == 92
+    assert gpu_runs <= {s.run_id for s in make_zoo(400)}
+
+
+def test_zoo_fm16_share_trains_the_benchmark_convnet_and_only_changes_convnets():
+    plain, mixed = make_zoo(80), make_zoo(80, fm16_share=0.5)
+    fm16 = [s for s in mixed if s.arch == {"kind": "convnet", "hid": [16, 32, 32]}]
+    assert 15 <= len(fm16) <= 35  # 50 convnet slots, each FM-16 with probability 1/2
+    assert len({s.lr for s in fm16}) > 1 and len({s.seed for s in fm16}) == len(fm16)  # varied, not repeats
+    assert [s.arch["kind"] for s in plain] == [s.arch["kind"] for s in mixed]
+    assert all(s.arch == {"kind": "convnet", "hid": [16, 32, 32]} for s in make_zoo(16, fm16_share=1.0)
+               if s.arch["kind"] == "convnet")
+    with pytest.raises(ValueError, match="fm16_share"):
+        make_zoo(8, fm16_share=1.5)
 
 
 def test_trajectory_roundtrip_and_listing(tmp_path):
