@@ -593,7 +593,8 @@ def test_tied_params_appear_once_and_model_still_works():
     model = Tied()
     rec = Recorder()
     opt = make(model, nowcaster=rec)
-    assert [info.name for info in opt.graph.params] == ["a.weight", "b.bias"]
+    with pytest.warns(UserWarning, match="shared with an earlier layer"):  # the user is told where it went
+        assert [info.name for info in opt.graph.params] == ["a.weight", "b.bias"]
     assert opt.graph.num_params == 16 + 4
     assert opt.history.buffer.shape == (CONTEXT, 20)
     x, y = X, torch.randn(16, 4, generator=torch.Generator().manual_seed(2))
