@@ -15,7 +15,8 @@
 #
 # Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
 # baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/ (added to the training data) and
-# unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007 and 8x48x16 s1011).
+# unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007, 8x48x16 s1011 and four of
+# FM-16's 16x32x32, s2001-s2005).
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
 # Next runs: PHASES="collect metatrain own" SCALE=xl (one call of about 9 minutes: new weights, benchmarked); then,
 # with the better weights bundled, PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
