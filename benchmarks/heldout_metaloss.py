@@ -51,37 +51,58 @@ def main() -> None:
     parser.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--device", default="cpu", help="where the GNNs run: cpu, cuda, ...")
+    parser.add_argument("--per-trajectory", action="store_true",
+                        help="one row per held-out trajectory (its own --windows windows) instead of horizon bands")
     parser.add_argument("weights", nargs="*", help="NiNo weights: a directory (config + safetensors) or an official .pt")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     paths = list_trajectories(args.data)
     held_out = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
-    sampler = WindowSampler(held_out, spacing=args.spacing, device=args.device)
-    gen = torch.Generator().manual_seed(args.seed)
-    windows = [collate([sampler.sample(gen, flip_lpe=False)]).to(args.device) for _ in range(args.windows)]
     methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}
     for spec in args.weights:
         path = Path(spec)  # a run's weights/ directory is named after its run
         name = path.parent.name if path.name == "weights" else path.name
         methods[name] = model_predictor(load_nowcaster(spec).to(args.device))
 
+    if args.per_trajectory:  # one row per trajectory, overall error only: where does a nowcaster lead?
+        print(f"{args.windows} windows per held-out trajectory of {args.data}; masked L1 (all horizons), scaled space")
+        print(f"{'trajectory':<60}" + "".join(f"{name[:16]:>17}" for name in methods))
+        for path in held_out:
+            sampler, windows = sample_windows([path], args)
+            cells = [band_errors(windows, predict, sampler)[-1] for predict in methods.values()]
+            print(f"{path.name:<60}" + "".join(f"{c:>17.4f}" for c in cells))
+        return
+
+    sampler, windows = sample_windows(held_out, args)
     print(f"{len(windows)} windows from {len(held_out)} held-out trajectories of {args.data}; masked L1 in scaled space")
     print(f"{'method':<22}" + "".join(f"{f'k {a}-{b}':>11}" for a, b in BANDS) + f"{'all':>9}")
     for name, predict in methods.items():
-        err = torch.zeros(len(BANDS) + 1, device=args.device, dtype=torch.float64)
-        count = torch.zeros(len(BANDS) + 1, device=args.device, dtype=torch.float64)
-        for batch in windows:
-            diff = (predict(batch, sampler.context, sampler.horizon).to(batch.target.dtype) - batch.target).abs()
-            for i, (a, b) in enumerate(BANDS):
-                m = batch.mask[:, :, a - 1: b]
-                err[i] += diff[:, :, a - 1: b][m].sum()
-                count[i] += m.sum()
-            err[-1] += diff[batch.mask].sum()
-            count[-1] += batch.mask.sum()
-        cells = [f"{e / c:>11.4f}" if c else f"{'-':>11}" for e, c in zip(err[:-1], count[:-1])]
-        print(f"{name:<22}" + "".join(cells) + f"{err[-1] / count[-1]:>9.4f}")
+        errors = band_errors(windows, predict, sampler)
+        print(f"{name:<22}" + "".join(f"{e:>11.4f}" if e == e else f"{'-':>11}" for e in errors[:-1])
+              + f"{errors[-1]:>9.4f}")
 
+
+def sample_windows(paths: list[Path], args) -> tuple[WindowSampler, list]:
+    """The fixed, seeded evaluation windows of ``paths`` (no LPE flips)."""
+    sampler = WindowSampler(paths, spacing=args.spacing, device=args.device)
+    gen = torch.Generator().manual_seed(args.seed)
+    return sampler, [collate([sampler.sample(gen, flip_lpe=False)]).to(args.device) for _ in range(args.windows)]
+
+
+def band_errors(windows: list, predict, sampler: WindowSampler) -> list[float]:
+    """Masked L1 per horizon band of ``BANDS`` and over all horizons (NaN for a band without targets)."""
+    err = torch.zeros(len(BANDS) + 1, dtype=torch.float64)
+    count = torch.zeros(len(BANDS) + 1, dtype=torch.float64)
+    for batch in windows:
+        diff = (predict(batch, sampler.context, sampler.horizon).to(batch.target.dtype) - batch.target).abs()
+        for i, (a, b) in enumerate(BANDS):
+            m = batch.mask[:, :, a - 1: b]
+            err[i] += diff[:, :, a - 1: b][m].sum().item()
+            count[i] += m.sum().item()
+        err[-1] += diff[batch.mask].sum().item()
+        count[-1] += batch.mask.sum().item()
+    return (err / count).tolist()
 
 if __name__ == "__main__":
     main()
