@@ -104,5 +104,6 @@ def band_errors(windows: list, predict, sampler: WindowSampler) -> list[float]:
         count[-1] += batch.mask.sum().item()
     return (err / count).tolist()
 
+
 if __name__ == "__main__":
     main()
