@@ -60,8 +60,10 @@ case "${SCALE:-full}" in
   xl)  # the next run: v0.2 was under-trained (training loss 0.39 -> 0.37), so the official batch, 4 trajectories
     # x 4 windows (717 tensor operations to sample instead of 2689 for 16 single windows; the GPU time per
     # iteration is not measured yet; at v0.2's 30 µs per operation 3500 iterations take about 120 s); 40% of the
-    # new convnets are FM-16's own architecture, as in the official data (FM-32's is not favoured)
-    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3500 BATCH=16 WPT=4 WORKERS=14
+    # new convnets are FM-16's own architecture, as in the official data (FM-32's is not favoured). SAVE=40
+    # (untried) would give 5x the window starts per trajectory, at 5x the states kept on the GPU (4-60 MB each)
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-200} SPACING=200 ITS=3500 BATCH=16 WPT=4
+    WORKERS=14
     SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA="" FM16_SHARE=0.4
     NOWCAST_SIZES="3.4M" ;;
   *)
