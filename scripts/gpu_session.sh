@@ -63,8 +63,7 @@ case "${SCALE:-full}" in
     # new convnets are FM-16's own architecture, as in the official data (FM-32's is not favoured). SAVE=40
     # (untried) would give 5x the window starts per trajectory, at 5x the states kept on the GPU (4-60 MB each)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-200} SPACING=200 ITS=3500 BATCH=16 WPT=4
-    WORKERS=14
-    SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA="" FM16_SHARE=0.4
+    WORKERS=14 SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA="" FM16_SHARE=0.4
     NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WPT=1 WORKERS=10
