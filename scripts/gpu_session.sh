@@ -6,6 +6,8 @@
 #   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
 #             Adam and NiNo; 3 seeds each, in the background until the end
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
+#   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), beside meta-training, into the same
+#             results as `own`, so that the three come from one call
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
 #   own       the project's weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
 #   compare   the bundled default weights, Adam and the official NiNo in one benchmark run (FM-16, FM-32, lm x
@@ -18,7 +20,8 @@
 # unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007, 8x48x16 s1011 and four of
 # FM-16's 16x32x32, s2001-s2005).
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next runs: PHASES="collect metatrain own" SCALE=xl (one call of about 9 minutes: new weights, benchmarked); then,
+# Next runs: PHASES="collect reference metatrain own" SCALE=xl (one call of about 9.5 minutes: variants of new
+# weights, the best on unseen convnets benchmarked beside Adam and the official checkpoint); or,
 # with the better weights bundled, PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
 set -u
 cd "$(dirname "$0")/.."
@@ -57,14 +60,17 @@ case "${SCALE:-full}" in
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=200 SPACING=200 ITS=3000 BATCH=8 WPT=1 WORKERS=14
     SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA=""
     NOWCAST_SIZES="3.4M" ;;
-  xl)  # the next run: v0.2 was under-trained (training loss 0.39 -> 0.37), so the official batch, 4 trajectories
-    # x 4 windows (717 tensor operations to sample instead of 2689 for 16 single windows; the GPU time per
-    # iteration is not measured yet; at v0.2's 30 µs per operation 3500 iterations take about 120 s); 40% of the
-    # new convnets are FM-16's own architecture, as in the official data (FM-32's is not favoured). SAVE=40
-    # (untried) would give 5x the window starts per trajectory, at 5x the states kept on the GPU (4-60 MB each)
-    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-200} SPACING=200 ITS=3500 BATCH=16 WPT=4
-    WORKERS=14 SUBSETS="8 32" T_NOW=0 T_FUSED=${T_FUSED:-60} T_COLLECT=300 T_TRAIN=470 T_END=565 EXTRA="" FM16_SHARE=0.4
-    NOWCAST_SIZES="3.4M" ;;
+  xl)  # v0.2 was under-trained (training loss 0.39 -> 0.37): the official batch, 4 trajectories x 4 windows (717
+    # tensor operations to sample instead of 2689 for 16 single windows); 40% of the new convnets are FM-16's own
+    # architecture, as in the official data (FM-32's is not favoured); states every 40 steps, so 5x the window
+    # starts per trajectory (5x the states kept on the GPU, 4-60 MB a trajectory); a new zoo seed, so that the
+    # continued runs see trajectories v0.2 did not. VARIANTS meta-train side by side (NAME:INIT:LR, INIT empty for
+    # a seeded random start); the one with the lowest masked L1 on .gpu/unseen (the bundled default competing)
+    # goes into the benchmark, beside Adam and the official checkpoint run in the same call
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-40} SPACING=200 ITS=${ITS:-3000} BATCH=16
+    WPT=4 WORKERS=14 SUBSETS=${SUBSETS-} T_NOW=0 T_FUSED=0 T_COLLECT=${T_COLLECT:-210} T_TRAIN=${T_TRAIN:-420}
+    T_END=${T_END:-582} EXTRA="" FM16_SHARE=0.4 ZOO_SEED=${ZOO_SEED:-3}
+    VARIANTS=${VARIANTS-scratch::3e-3 cont:default:1e-3 restart:default:3e-3} NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WPT=1 WORKERS=10
     SUBSETS="8 24" T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 EXTRA=""
@@ -124,7 +130,7 @@ fi
 
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
   setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS \
-    --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --workers $WORKERS --device $DEVICE --out "$W/trajectories" \
+    --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS --device $DEVICE --out "$W/trajectories" \
     > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
   wait $COLLECT
@@ -138,36 +144,73 @@ if has baselines; then
   BACKGROUND+=($!)
 fi
 
+if has reference; then  # Adam and the official checkpoint beside meta-training; the new weights join them later
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino --workers 8 \
+    "${BENCH[@]}" > "$W/logs/bench_reference.log" 2>&1 &
+  BACKGROUND+=($!)
+  log "reference benchmark started"
+fi
+
 if has metatrain; then
   TRAIN=(--data "$W/trajectories" --spacing $SPACING --iterations $ITS --batch-size $BATCH
          --windows-per-trajectory $WPT --eval-every 100
          --seed 0 --device $DEVICE)
   budget=$(( $(left $T_TRAIN) - 20 ))
-  SUBSET_PIDS=()
-  for n in $SUBSETS; do
+  PIDS=()
+  for n in ${SUBSETS:-}; do
     timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --max-train $n \
       --out "$W/metatrain_n$n" --stop-after $budget > "$W/logs/metatrain_n$n.log" 2>&1 &
-    SUBSET_PIDS+=($!)
+    PIDS+=($!)
   done
-  # INIT=default continues from the bundled weights instead of a random start (the subsets stay from scratch: they
-  # measure how quality grows with data)
-  timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" \
-    ${INIT:+--init "$INIT"} --stop-after $budget > "$W/logs/metatrain.log" 2>&1
-  log "metatrain rc=$?"
-  wait "${SUBSET_PIDS[@]}"
+  if [ -n "${VARIANTS:-}" ]; then  # side by side, each NAME:INIT:LR into metatrain_NAME
+    for v in $VARIANTS; do
+      IFS=: read -r name init lr <<< "$v"
+      timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain_$name" \
+        ${init:+--init "$init"} --lr $lr --stop-after $budget > "$W/logs/metatrain_$name.log" 2>&1 &
+      PIDS+=($!)
+    done
+  else
+    # INIT=default continues from the bundled weights instead of a random start (the subsets stay from scratch:
+    # they measure how quality grows with data)
+    timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" \
+      ${INIT:+--init "$INIT"} --stop-after $budget > "$W/logs/metatrain.log" 2>&1
+    log "metatrain rc=$?"
+  fi
+  for pid in "${PIDS[@]}"; do wait $pid; log "metatrain process rc=$?"; done
   pack
 fi
 
-if has own && [ -f "$W/metatrain/weights/model.safetensors" ]; then
-  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods "own=$W/metatrain/weights" \
-    --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
+if has own && [ -n "${VARIANTS:-}" ] && [ -d .gpu/unseen ]; then
+  # the variant with the lowest masked L1 on convnets no weights saw, against the bundled default
+  candidates=()
+  for v in $VARIANTS; do
+    [ -f "$W/metatrain_${v%%:*}/weights/model.safetensors" ] && candidates+=("$W/metatrain_${v%%:*}/weights")
+  done
+  timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
+    --spacing 200 --device $DEVICE default "${candidates[@]}" .gpu/upstream/nino_no_posw.pt \
+    > "$W/logs/unseen_metaloss.log" 2>&1
+  best=$(awk '$1 == "default" || $1 ~ /^metatrain_/ { if (min == "" || $NF < min) { min = $NF; name = $1 } }
+              END { print name }' "$W/logs/unseen_metaloss.log")
+  log "unseen convnets: best ${best:-none}"
+  if [[ "$best" == metatrain_* ]]; then
+    ln -sfn "$W/$best" "$W/metatrain"
+    OWN_SPEC="new=$W/$best/weights"
+  else
+    OWN_SPEC=default
+  fi
+fi
+
+if has own && { [ -n "${OWN_SPEC:-}" ] || [ -f "$W/metatrain/weights/model.safetensors" ]; }; then
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm \
+    --methods "${OWN_SPEC:-own=$W/metatrain/weights}" --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
-  weights=("$W"/metatrain*/weights)
+  weights=("$W"/metatrain_*/weights)
+  [ -z "${VARIANTS:-}" ] && weights+=("$W/metatrain/weights")
   timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
-    --spacing $SPACING --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+    --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
     > "$W/logs/heldout_metaloss.log" 2>&1
   log "heldout rc=$?"
-  if [ -d .gpu/unseen ]; then  # convnets recorded on the CPU machine that no weights saw: the convnet gap
+  if [ -d .gpu/unseen ] && [ -z "${VARIANTS:-}" ]; then  # convnets recorded on the CPU machine: the convnet gap
     timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
       --spacing 200 --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt > "$W/logs/unseen_metaloss.log" 2>&1
     log "unseen convnets rc=$?"
