@@ -204,8 +204,8 @@ if has own && { [ -n "${OWN_SPEC:-}" ] || [ -f "$W/metatrain/weights/model.safet
   timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm \
     --methods "${OWN_SPEC:-own=$W/metatrain/weights}" --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
-  weights=("$W"/metatrain_*/weights)
-  [ -z "${VARIANTS:-}" ] && weights+=("$W/metatrain/weights")
+  weights=()
+  for d in "$W"/metatrain*/weights; do [ -d "$d" ] && [[ "$d" != "$W/metatrain/weights" || -z "${VARIANTS:-}" ]] && weights+=("$d"); done
   timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
     --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
     > "$W/logs/heldout_metaloss.log" 2>&1

@@ -6,6 +6,7 @@ import argparse
 import random
 import shlex
 import sys
+import time
 from pathlib import Path
 
 
@@ -20,6 +21,7 @@ def _collect(args: argparse.Namespace) -> None:
 
 
 def _metatrain(args: argparse.Namespace) -> None:
+    started = time.perf_counter()  # --stop-after counts loading the trajectories too (tens of seconds on a GPU)
     from .metatrain.train import TrainConfig, metatrain
     from .metatrain.trajectories import list_trajectories
     from .metatrain.windows import WindowSampler
@@ -39,7 +41,8 @@ def _metatrain(args: argparse.Namespace) -> None:
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
     metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
               WindowSampler(val, spacing=args.spacing, device=args.device), args.out, cfg,
-              device=args.device, stop_after=args.stop_after)
+              device=args.device,
+              stop_after=None if args.stop_after is None else args.stop_after - (time.perf_counter() - started))
     print(f"weights written to {Path(args.out) / 'weights'}")
 
 
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="train on a seeded subset of this many trajectories (to see how quality grows with data)")
     p.add_argument("--device", default="cpu", help="where the GNN trains: cpu, cuda, ...")
     p.add_argument("--stop-after", type=float, default=None,
-                   help="seconds: stop at the next checkpoint after this long (weights written; rerun to resume)")
+                   help="seconds after the command starts (loading the data included): stop at the next "
+                        "checkpoint after this long (weights written; rerun to resume)")
     p.set_defaults(func=_metatrain)
     p = sub.add_parser("bench", help="steps to target on Fashion-MNIST and KJV text: one JSON results file per "
                        "(task, method, seed), skipped when present (resumes)")
