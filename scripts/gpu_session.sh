@@ -89,6 +89,7 @@ log "start on $device, phases: $PHASES"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/logs/nvidia-smi.txt" 2>&1
 # GPU memory and load every 5 s, to size the next call (meta-training side by side can run out of memory)
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 5 > "$W/logs/gpu_usage.csv" 2> /dev/null &
+GPU_LOG=$!
 
 # Many small processes share the GPU: with MPS their kernels run side by side instead of taking turns.
 if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control > /dev/null; then
@@ -230,6 +231,7 @@ if has compare; then
   log "compare rc=$?"
 fi
 for pid in "${BACKGROUND[@]}"; do wait $pid; log "background benchmark rc=$?"; done
+kill $GPU_LOG 2> /dev/null
 pack
 cp "$W/logs/session.log" "$OUT/"
 log "packed $(du -h "$OUT/results.tar.gz" | cut -f1)"

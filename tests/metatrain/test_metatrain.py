@@ -261,3 +261,28 @@ def test_masked_l1_ignores_masked_entries(tmp_path):
     assert masked_l1(pred, batch) == 0
     pred[batch.mask] += 0.5
     assert masked_l1(pred, batch).item() == pytest.approx(0.5)
+
+
+def test_metatrain_command_stop_after_counts_the_time_spent_loading(tmp_path, monkeypatch):
+    """A deadline given as --stop-after must hold even when loading the trajectories takes most of it."""
+    import time
+
+    from nino_optim import cli
+    from nino_optim.metatrain import windows
+
+    for s in (1, 2, 3):
+        _fake_run(tmp_path / "data", s)
+    loading = windows.WindowSampler.__init__
+
+    def slow_loading(self, *args, **kwargs):
+        time.sleep(1.0)
+        loading(self, *args, **kwargs)
+
+    monkeypatch.setattr(windows.WindowSampler, "__init__", slow_loading)
+    out = tmp_path / "run"
+    cli.main(["metatrain", "--data", str(tmp_path / "data"), "--out", str(out), "--spacing", "10",
+              "--iterations", "400", "--batch-size", "2", "--eval-every", "5", "--hid", "16", "--val-every", "3",
+              "--stop-after", "1.5"])
+    history = json.loads((out / "history.json").read_text())
+    assert history["stopped_at"] == 5  # the 2 s of loading used the budget up: stop at the first checkpoint
+    assert load_nowcaster(out / "weights").config.hid == 16
