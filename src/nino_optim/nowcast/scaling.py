@@ -24,17 +24,34 @@ class LayerwiseScaler:
 
     def __init__(self, states: torch.Tensor, params: list[ParamSlot]):
         sizes = [p.numel for p in params]
-        reduce = {} if states.dim() == 2 else {"dim": (0, 2)}  # all of a tensor's elements and states
+        self._sizes = torch.tensor(sizes, device=states.device)
+        self._rows = sum(sizes)
+        if states.dim() == 3:
+            self.mean, self.std = self._batched_statistics(states.float())  # [n_tensors, B]
+            return
         means, stds = [], []
         for block in torch.split(states, sizes):
             block = block.float()
-            means.append(block.mean(**reduce))
-            stds.append(block.std(**reduce) if block.shape[0] * block.shape[-1] > 1
-                        else block.new_zeros(block.shape[1:-1]))
-        self.mean = torch.stack(means)  # [n_tensors] or [n_tensors, B]
+            means.append(block.mean())
+            stds.append(block.std() if block.numel() > 1 else block.new_zeros(()))
+        self.mean = torch.stack(means)  # [n_tensors]
         self.std = torch.stack(stds)
-        self._sizes = torch.tensor(sizes, device=states.device)
-        self._rows = sum(sizes)
+
+    def _batched_statistics(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per (tensor, window) mean and unbiased std of [P, B, c] states, as [n_tensors, B] each.
+
+        Segment sums over rows instead of a loop over tensors: meta-training on a GPU is bound by the number of
+        tensor operations, and a GPT has dozens of tensors. Sums are in float64, so that their order does not
+        matter at float32 precision."""
+        n_tensors, c = len(self._sizes), states.shape[-1]
+        tensor_of_row = torch.arange(n_tensors, device=states.device).repeat_interleave(
+            self._sizes, output_size=self._rows)  # [P]
+        count = (self._sizes * c).double()[:, None]  # [n_tensors, 1]
+        zeros = states.new_zeros(n_tensors, states.shape[1], dtype=torch.float64)
+        mean = zeros.index_add(0, tensor_of_row, states.sum(-1, dtype=torch.float64)) / count
+        deviation = states.double() - mean[tensor_of_row, :, None]
+        variance = zeros.index_add(0, tensor_of_row, deviation.square().sum(-1)) / (count - 1).clamp(min=1)
+        return mean.float(), variance.sqrt().float()  # a single value (count 1) has std 0, as in the loop
 
     def _per_row(self, values: torch.Tensor) -> torch.Tensor:
         # output_size given, so that on a GPU the length need not be read back (a wait for the device)
