@@ -26,6 +26,8 @@ def _metatrain(args: argparse.Namespace) -> None:
     from .metatrain.trajectories import list_trajectories
     from .metatrain.windows import WindowSampler
 
+    if args.watch and args.max_train is not None:
+        sys.exit("--watch trains on every trajectory that appears; it cannot be combined with --max-train")
     paths = list_trajectories(args.data)
     if len(paths) < 2:
         sys.exit(f"need at least 2 trajectories in {args.data} (one is held out); run `nino-optim collect` first")
@@ -37,11 +39,22 @@ def _metatrain(args: argparse.Namespace) -> None:
         train = sorted(train[:args.max_train])
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size,
                       windows_per_trajectory=args.windows_per_trajectory, lr=args.lr, seed=args.seed,
-                      hid=args.hid, eval_every=args.eval_every, init=args.init)
+                      hid=args.hid, eval_every=args.eval_every, init=args.init, seconds=args.seconds)
     print(f"meta-training on {len(train)} trajectories, validating on {len(val)}")
+    more_data = None
+    if args.watch:  # trajectories a running collection finishes later join the training set (not the held-out)
+        known = set(paths)
+
+        def more_data() -> list[Path]:
+            new = [p for p in list_trajectories(args.data) if p not in known]
+            known.update(new)
+            if new:
+                print(f"adding {len(new)} trajectories that appeared in {args.data}")
+            return new
+
     metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
               WindowSampler(val, spacing=args.spacing, device=args.device), args.out, cfg,
-              device=args.device,
+              device=args.device, more_data=more_data,
               stop_after=None if args.stop_after is None else args.stop_after - (time.perf_counter() - started))
     print(f"weights written to {Path(args.out) / 'weights'}")
 
@@ -124,6 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-train", type=int, default=None,
                    help="train on a seeded subset of this many trajectories (to see how quality grows with data)")
     p.add_argument("--device", default="cpu", help="where the GNN trains: cpu, cuda, ...")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="the learning-rate schedule spans this many seconds of training instead of --iterations "
+                        "(which then only caps it): a run that must fit a fixed time still ends annealed")
+    p.add_argument("--watch", action="store_true",
+                   help="at every checkpoint, also train on trajectories that have appeared in --data since (a "
+                        "collection still running); the held-out ones stay those found at the start")
     p.add_argument("--stop-after", type=float, default=None,
                    help="seconds after the command starts (loading the data included): stop at the next "
                         "checkpoint after this long (weights written; rerun to resume)")

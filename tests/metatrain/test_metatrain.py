@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -265,8 +266,6 @@ def test_masked_l1_ignores_masked_entries(tmp_path):
 
 def test_metatrain_command_stop_after_counts_the_time_spent_loading(tmp_path, monkeypatch):
     """A deadline given as --stop-after must hold even when loading the trajectories takes most of it."""
-    import time
-
     from nino_optim import cli
     from nino_optim.metatrain import windows
 
@@ -286,3 +285,65 @@ def test_metatrain_command_stop_after_counts_the_time_spent_loading(tmp_path, mo
     history = json.loads((out / "history.json").read_text())
     assert history["stopped_at"] == 5  # the 2 s of loading used the budget up: stop at the first checkpoint
     assert load_nowcaster(out / "weights").config.hid == 16
+
+
+def test_metatrain_takes_trajectories_that_appear_during_training(tmp_path):
+    """A collection still running: trajectories finished later join the training set at the next checkpoint."""
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2, 3)]
+    late = _fake_run(tmp_path / "late", 4, arch={"kind": "mlp", "hidden": [8]})  # a new architecture, too
+    train, val = WindowSampler(paths[:2], spacing=10), WindowSampler(paths[2:], spacing=10)
+    arrivals = [[late], [], []]
+    cfg = TrainConfig(iterations=9, batch_size=2, eval_every=3, hid=16, val_windows=2)
+    metatrain(train, val, tmp_path / "run", cfg, progress=False, more_data=lambda: arrivals.pop(0))
+    assert len(train.items) == 3 and train.items[2][0].meta["spec"]["arch"]["kind"] == "mlp"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["trajectories"] == [[0, 2], [3, 3], [6, 3], [9, 3]]
+    drawn = {train.sample(torch.Generator().manual_seed(s)).edge_attr.shape[0] for s in range(20)}
+    assert len(drawn) == 2  # windows now come from both graphs
+
+
+def test_metatrain_command_refuses_watch_with_a_subset(tmp_path):
+    from nino_optim import cli
+
+    with pytest.raises(SystemExit, match="--watch"):
+        cli.main(["metatrain", "--data", str(tmp_path), "--watch", "--max-train", "4"])
+
+
+def test_metatrain_command_watch_adds_new_trajectories_once(tmp_path, monkeypatch):
+    from nino_optim import cli
+    from nino_optim.metatrain import train as train_module
+
+    data = tmp_path / "data"
+    for s in (1, 2, 3):
+        _fake_run(data, s)
+    evaluate = train_module.evaluate
+
+    def evaluate_while_a_run_finishes(model, batches):
+        if not list(data.glob("*s4")):
+            _fake_run(data, 4)  # written by the collection between two checkpoints
+        return evaluate(model, batches)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate_while_a_run_finishes)
+    out = tmp_path / "run"
+    cli.main(["metatrain", "--data", str(data), "--out", str(out), "--spacing", "10", "--iterations", "6",
+              "--batch-size", "2", "--eval-every", "2", "--hid", "16", "--val-every", "3", "--watch"])
+    history = json.loads((out / "history.json").read_text())
+    assert history["trajectories"] == [[0, 2], [2, 3], [4, 3], [6, 3]]
+
+
+def test_metatrain_time_schedule_anneals_within_its_seconds_and_stays_finished(tmp_path):
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2, 3)]
+    train, val = WindowSampler(paths[:2], spacing=10), WindowSampler(paths[2:], spacing=10)
+    cfg = TrainConfig(iterations=100_000, batch_size=2, eval_every=50, hid=16, val_windows=2, seconds=2.0)
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    metatrain(train, val, out, cfg, progress=False)
+    assert time.perf_counter() - started < 30  # ended by time, far short of the iterations
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    history = json.loads(ckpt["history"])
+    assert 0 < history["schedule_ended_at"] == ckpt["iteration"] < 100_000
+    assert ckpt["seconds"] >= 2.0
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] < 0.01 * cfg.lr  # annealed, not cut off mid-schedule
+    assert (out / "weights" / "model.safetensors").exists()
+    metatrain(train, val, out, cfg, progress=False)  # running it again adds nothing
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == ckpt["iteration"]

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,10 +34,14 @@ class TrainConfig:
     hid: int = 128
     mp_layers: int = 2
     init: str | None = None  # start from these NiNo weights (a nowcaster spec) instead of a random initialisation
+    # the cosine schedule spans this many seconds of training (or `iterations`, whichever ends first): a run fits a
+    # fixed time, with its learning rate annealed, however fast the machine is (not reproducible)
+    seconds: float | None = None
 
 
 def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg: TrainConfig,
-              progress: bool = True, device: torch.device | str = "cpu", stop_after: float | None = None) -> NiNoGNN:
+              progress: bool = True, device: torch.device | str = "cpu", stop_after: float | None = None,
+              more_data: Callable[[], list[Path]] | None = None) -> NiNoGNN:
     """Train (or resume training) a NiNo GNN; writes checkpoints, the curves and ``weights/`` to ``out_dir``.
 
     The GNN trains on ``device`` (windows are made where the samplers keep their states, from seeded generators
@@ -45,6 +50,11 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
 
     ``stop_after``: seconds after which training stops at the next checkpoint (every ``eval_every``
     iterations), writing ``weights/`` from there; running again with the same configuration resumes it.
+
+    ``more_data``: called at every checkpoint, returns trajectories to add to ``train`` (those a collection still
+    running has finished since), so that meta-training need not wait for the whole collection. The windows then
+    depend on when trajectories arrived, so such a run is not reproducible; ``history["trajectories"]`` records
+    how many it trained on from which iteration.
     """
     if cfg.windows_per_trajectory < 1 or cfg.batch_size % cfg.windows_per_trajectory:
         raise ValueError(f"windows_per_trajectory ({cfg.windows_per_trajectory}) must divide batch_size "
@@ -56,12 +66,11 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
                         max_feat_size=train.max_feat_size)
     model = (NiNoGNN(config) if cfg.init is None else initial_weights(cfg.init, config)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations, eta_min=cfg.min_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     val_gen = torch.Generator().manual_seed(cfg.seed + 1)
     val_batches = [collate([val.sample(val_gen, flip_lpe=False)]).to(device) for _ in range(cfg.val_windows)]
     history: dict[str, list] = {"train": [], "val": []}
-    start = 0
+    start, seconds_before = 0, 0.0  # iterations and training seconds of earlier sessions
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
@@ -69,9 +78,8 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
             raise ValueError(f"{ckpt_path} was written with another configuration; use a new --out directory")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
         generator.set_state(ckpt["generator"].cpu())
-        history, start = json.loads(ckpt["history"]), ckpt["iteration"]
+        history, start, seconds_before = json.loads(ckpt["history"]), ckpt["iteration"], ckpt["seconds"]
 
     bar = None
     if progress:
@@ -83,20 +91,31 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
             pass
     model.train()
     t0 = time.perf_counter()
+
+    def trained() -> float:  # seconds of training, earlier sessions included
+        return seconds_before + time.perf_counter() - t0
+
     pending: list[torch.Tensor] = []  # losses not read yet: reading each one would wait for the GPU every iteration
     groups = cfg.batch_size // cfg.windows_per_trajectory
-    for it in range(start + 1, cfg.iterations + 1):
+    if more_data is not None:
+        history.setdefault("trajectories", []).append([start, len(train.items)])
+    last = start if "schedule_ended_at" in history else cfg.iterations  # a finished time schedule stays finished
+    for it in range(start + 1, last + 1):
+        done = (it - 1) / cfg.iterations if cfg.seconds is None else max((it - 1) / cfg.iterations,
+                                                                          min(trained() / cfg.seconds, 1.0))
+        for group in opt.param_groups:  # cosine decay from lr to min_lr over the schedule
+            group["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * done)) / 2
         batch = collate([train.sample(generator, cfg.windows_per_trajectory) for _ in range(groups)]).to(device)
         loss = masked_l1(model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        sched.step()
         pending.append(loss.detach())
         if bar is not None:
             bar.update()
-        if it % cfg.eval_every == 0 or it == cfg.iterations:
+        out_of_time = cfg.seconds is not None and trained() >= cfg.seconds
+        if it % cfg.eval_every == 0 or it == cfg.iterations or out_of_time:
             losses = torch.stack(pending).tolist()
             first, pending = it - len(losses) + 1, []
             bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
@@ -107,9 +126,16 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
             if bar is not None:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             history["val"].append([it, evaluate(model, val_batches)])
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            if more_data is not None:
+                train.add(more_data())
+                history.setdefault("trajectories", []).append([it, len(train.items)])
+            if out_of_time:
+                history["schedule_ended_at"] = it  # the time schedule is complete: these are the final weights
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "seconds": trained(),
                         "generator": generator.get_state(), "iteration": it, "history": json.dumps(history),
                         "config": asdict(cfg)}, ckpt_path)
+            if out_of_time:
+                break
             if stop_after is not None and time.perf_counter() - t0 > stop_after and it < cfg.iterations:
                 history["stopped_at"] = it  # not finished: the weights are those of this checkpoint
                 break

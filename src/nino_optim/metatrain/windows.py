@@ -55,33 +55,37 @@ class WindowSampler:
 
     def __init__(self, paths: list[Path], *, context: int = 5, horizon: int = 40, spacing: int = 200,
                  max_feat_size: int = 9, device: torch.device | str = "cpu"):
-        self.context, self.horizon, self.max_feat_size = context, horizon, max_feat_size
+        self.context, self.horizon, self.spacing, self.max_feat_size = context, horizon, spacing, max_feat_size
         self.device = torch.device(device)
         self.items: list[tuple[Trajectory, NeuralGraph, int]] = []
-        graphs: dict[str, NeuralGraph] = {}
+        self._graphs: dict[str, NeuralGraph] = {}  # one graph (and LPE) per architecture, shared by its trajectories
+        self.add(paths)
+        if not self.items:
+            raise ValueError("no trajectories to sample windows from")
+
+    def add(self, paths: list[Path]) -> None:
+        """Load more trajectories into the set (meta-training can take those of a collection still running)."""
         for path in paths:
             traj = load_trajectory(path)
             every = traj.meta["spec"]["save_every"]
-            if spacing % every:
-                raise ValueError(f"{path}: states every {every} steps cannot give a spacing of {spacing}")
-            stride = spacing // every
-            if traj.states.shape[0] < (context + MIN_FUTURE - 1) * stride + 1:
-                raise ValueError(f"{path}: {traj.states.shape[0]} states are too few for {context} inputs and "
-                                 f"{MIN_FUTURE} targets {spacing} steps apart")
+            if self.spacing % every:
+                raise ValueError(f"{path}: states every {every} steps cannot give a spacing of {self.spacing}")
+            stride = self.spacing // every
+            if traj.states.shape[0] < (self.context + MIN_FUTURE - 1) * stride + 1:
+                raise ValueError(f"{path}: {traj.states.shape[0]} states are too few for {self.context} inputs and "
+                                 f"{MIN_FUTURE} targets {self.spacing} steps apart")
             arch = traj.meta["spec"]["arch"]
             key = json.dumps(arch, sort_keys=True)
-            if key not in graphs:  # one graph (and LPE) per architecture, shared by its trajectories
+            if key not in self._graphs:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    graphs[key] = build_neural_graph(build_model(arch), example_inputs=example_inputs(arch))
-                graphs[key].lpe  # computed once, here
-            graph = graphs[key]
+                    self._graphs[key] = build_neural_graph(build_model(arch), example_inputs=example_inputs(arch))
+                self._graphs[key].lpe  # computed once, here
+            graph = self._graphs[key]
             if graph.num_params != traj.states.shape[1]:
                 raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
             traj.states = traj.states.to(self.device)
             self.items.append((traj, graph, stride))
-        if not self.items:
-            raise ValueError("no trajectories to sample windows from")
 
     def sample(self, generator: torch.Generator, windows: int = 1, flip_lpe: bool = True) -> Window:
         """``windows`` random windows of one trajectory, collated into one disconnected graph.
