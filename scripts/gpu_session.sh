@@ -40,6 +40,11 @@ at() { echo $(( $(date +%s) - START )); }
 left() { local s=$(( $1 - $(at) )); echo $(( s > 1 ? s : 1 )); }  # seconds to deadline $1 (after start)
 log() { echo "[$(at)s] $*" | tee -a "$W/logs/session.log"; }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
+collected() {  # waits for the collection to end (its deadline), then stops whatever it left on the GPU
+  wait $COLLECT
+  log "collect rc=$? trajectories=$(ls "$W/trajectories" | grep -vc '^\.')"
+  kill -9 -- -$COLLECT 2> /dev/null
+}
 pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
   local metas; metas=$(cd "$W" && find trajectories -name meta.json)
   tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz.tmp" logs $(cd "$W" && ls -d bench metatrain* \
@@ -64,17 +69,21 @@ case "${SCALE:-full}" in
     # tensor operations to sample instead of 2689 for 16 single windows); 40% of the new convnets are FM-16's own
     # architecture, as in the official data (FM-32's is not favoured); states every 40 steps, so 5x the window
     # starts per trajectory; a new zoo seed, so that a run continued from the bundled weights sees trajectories
-    # v0.2 did not. VARIANTS meta-train side by side (NAME:INIT:LR, INIT empty for a seeded random start); the one
-    # with the lowest masked L1 on .gpu/unseen (the bundled default competing) goes into the benchmark, beside
-    # Adam and the official checkpoint run in the same call. Measured on an H200 (2026-11-28): 60 trajectories
-    # collected by 210 s; loading them takes a meta-training process about 35 s; 17-20 iterations/s each with 3
-    # side by side and the reference benchmark running; up to 50 GB of GPU memory each (16 windows of the larger
-    # GPTs), so a third one ran out of memory: two fit. A short check: continued from the bundled weights at lr 3e-3
-    # on 12 trajectories, 1600 iterations made them worse on .gpu/unseen (0.268 vs 0.252), hence lr 1e-3 here
-    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-40} SPACING=200 ITS=${ITS:-2500} BATCH=16
-    WPT=4 WORKERS=14 SUBSETS=${SUBSETS-} T_NOW=0 T_FUSED=0 T_COLLECT=${T_COLLECT:-210} T_TRAIN=${T_TRAIN:-420}
-    T_END=${T_END:-582} EXTRA="" FM16_SHARE=0.4 ZOO_SEED=${ZOO_SEED:-3}
-    VARIANTS=${VARIANTS-scratch::3e-3 cont:default:1e-3} NOWCAST_SIZES="3.4M" ;;
+    # v0.2 did not. Meta-training starts at WATCH_AT, beside the collection, and takes its trajectories as they
+    # come (--watch), its learning rate annealed over the time left (TIMED: --seconds), so it trains about 300 s
+    # instead of 175. VARIANTS meta-train side by side (NAME:INIT:LR, INIT empty for a seeded random start); the
+    # one with the lowest masked L1 on .gpu/unseen (the bundled default competing) goes into the benchmark,
+    # beside Adam and the official checkpoint run in the same call (once the collection has ended).
+    # Measured on an H200 (2026-11-28, collection and meta-training one after the other): 60 trajectories by
+    # 210 s with 14 processes; loading them takes a meta-training process about 35 s; 17-20 iterations/s each with
+    # 3 side by side and the reference benchmark running; up to 50 GB of GPU memory each (16 windows of the
+    # larger GPTs): a third ran out of memory. A short check: continued from the bundled weights at lr 3e-3 on
+    # 12 trajectories, 1600 iterations made them worse on .gpu/unseen (0.268 vs 0.252), hence lr 1e-3 here.
+    # Under 100 GB of GPU memory (an H100) only the first variant runs.
+    STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-40} SPACING=200 ITS=${ITS:-100000}
+    BATCH=16 WPT=4 WORKERS=12 SUBSETS=${SUBSETS-} T_NOW=0 T_FUSED=0 T_COLLECT=${T_COLLECT:-330}
+    WATCH_AT=${WATCH_AT-100} TIMED=1 T_TRAIN=${T_TRAIN:-455} T_END=${T_END:-582} EXTRA="" FM16_SHARE=0.4
+    ZOO_SEED=${ZOO_SEED:-3} VARIANTS=${VARIANTS-cont:default:1e-3 scratch::3e-3} NOWCAST_SIZES="3.4M" ;;
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WPT=1 WORKERS=10
     SUBSETS="8 24" T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 EXTRA=""
@@ -87,6 +96,11 @@ BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000
 
 device=$($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')
 log "start on $device, phases: $PHASES"
+gpu_mib=$($PY -c 'import torch; print(torch.cuda.get_device_properties(0).total_memory >> 20 if torch.cuda.is_available() else 0)')
+if [ "$DEVICE" = cuda ] && [ "$gpu_mib" -lt 100000 ] && [ -n "${VARIANTS:-}" ]; then
+  VARIANTS=${VARIANTS%% *}  # two meta-training runs of 16 windows side by side need more memory
+  log "$gpu_mib MiB of GPU memory: one variant, $VARIANTS"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/logs/nvidia-smi.txt" 2>&1
 # GPU memory and load every 5 s, to size the next call (meta-training side by side can run out of memory)
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 5 > "$W/logs/gpu_usage.csv" 2> /dev/null &
@@ -140,9 +154,12 @@ if has collect; then  # its own process group, so that the deadline also stops i
     --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS --device $DEVICE --out "$W/trajectories" \
     > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
-  wait $COLLECT
-  log "collect rc=$? trajectories=$(ls "$W/trajectories" | grep -vc '^\.')"
-  kill -9 -- -$COLLECT 2> /dev/null
+  if [ -n "${WATCH_AT:-}" ] && has metatrain; then  # meta-training starts before the collection ends (--watch)
+    sleep "$(left $WATCH_AT)"
+    log "meta-training starts beside the collection: $(ls "$W/trajectories" | grep -vc '^\.') trajectories so far"
+  else
+    collected
+  fi
 fi
 
 if has baselines; then
@@ -151,18 +168,23 @@ if has baselines; then
   BACKGROUND+=($!)
 fi
 
-if has reference; then  # Adam and the official checkpoint beside meta-training; the new weights join them later
-  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino --workers 8 \
-    "${BENCH[@]}" > "$W/logs/bench_reference.log" 2>&1 &
+if has reference; then  # Adam and the official checkpoint beside meta-training, once a collection has freed the
+  # CPU cores; the new weights join them later
+  {
+    while [ -n "${COLLECT:-}" ] && kill -0 $COLLECT 2> /dev/null; do sleep 2; done
+    log "reference benchmark starts"
+    timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino --workers 8 \
+      "${BENCH[@]}"
+  } > "$W/logs/bench_reference.log" 2>&1 &
   BACKGROUND+=($!)
-  log "reference benchmark started"
 fi
 
 if has metatrain; then
-  TRAIN=(--data "$W/trajectories" --spacing $SPACING --iterations $ITS --batch-size $BATCH
-         --windows-per-trajectory $WPT --eval-every 100
-         --seed 0 --device $DEVICE)
   budget=$(( $(left $T_TRAIN) - 20 ))
+  # TIMED: the learning rate anneals over the time left (less a margin for loading), however fast the runs go
+  TRAIN=(--data "$W/trajectories" --spacing $SPACING --iterations $ITS --batch-size $BATCH
+         --windows-per-trajectory $WPT --eval-every 100 --seed 0 --device $DEVICE
+         ${TIMED:+--seconds $(( budget > 80 ? budget - 40 : budget / 2 ))})
   export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # side by side: less memory held but unused
   PIDS=()
   for n in ${SUBSETS:-}; do
@@ -174,17 +196,18 @@ if has metatrain; then
     for v in $VARIANTS; do
       IFS=: read -r name init lr <<< "$v"
       timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain_$name" \
-        ${init:+--init "$init"} --lr $lr --stop-after $budget > "$W/logs/metatrain_$name.log" 2>&1 &
+        ${init:+--init "$init"} --lr $lr ${WATCH_AT:+--watch} --stop-after $budget > "$W/logs/metatrain_$name.log" 2>&1 &
       PIDS+=($!)
     done
   else
     # INIT=default continues from the bundled weights instead of a random start (the subsets stay from scratch:
     # they measure how quality grows with data)
     timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain" \
-      ${INIT:+--init "$INIT"} --stop-after $budget > "$W/logs/metatrain.log" 2>&1
+      ${INIT:+--init "$INIT"} ${WATCH_AT:+--watch} --stop-after $budget > "$W/logs/metatrain.log" 2>&1
     log "metatrain rc=$?"
   fi
   for pid in "${PIDS[@]}"; do wait $pid; log "metatrain process rc=$?"; done
+  [ -n "${WATCH_AT:-}" ] && has collect && collected
   pack
 fi
 

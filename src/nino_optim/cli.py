@@ -29,6 +29,9 @@ def _metatrain(args: argparse.Namespace) -> None:
     if args.watch and args.max_train is not None:
         sys.exit("--watch trains on every trajectory that appears; it cannot be combined with --max-train")
     paths = list_trajectories(args.data)
+    while args.watch and len(paths) < 2:  # a collection that has not finished two trajectories yet
+        time.sleep(2)
+        paths = list_trajectories(args.data)
     if len(paths) < 2:
         sys.exit(f"need at least 2 trajectories in {args.data} (one is held out); run `nino-optim collect` first")
     # Every val_every-th trajectory (by name) is held out for validation.

@@ -347,3 +347,19 @@ def test_metatrain_time_schedule_anneals_within_its_seconds_and_stays_finished(t
     assert (out / "weights" / "model.safetensors").exists()
     metatrain(train, val, out, cfg, progress=False)  # running it again adds nothing
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == ckpt["iteration"]
+
+
+def test_metatrain_command_watch_waits_for_two_trajectories(tmp_path):
+    import threading
+
+    from nino_optim import cli
+
+    data = tmp_path / "data"
+    _fake_run(data, 1)
+    later = threading.Timer(0.5, _fake_run, args=(data, 2))  # the collection finishes its second run
+    later.start()
+    out = tmp_path / "run"
+    cli.main(["metatrain", "--data", str(data), "--out", str(out), "--spacing", "10", "--iterations", "2",
+              "--batch-size", "1", "--eval-every", "2", "--hid", "16", "--watch"])
+    later.join()
+    assert json.loads((out / "history.json").read_text())["trajectories"][0] == [0, 1]  # 1 trains, 1 held out
