@@ -6,8 +6,8 @@
 #   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
 #             Adam and NiNo; 3 seeds each, in the background until the end
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
-#   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), beside meta-training, into the same
-#             results as `own`, so that the three come from one call
+#   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
+#             the same results as `own`, so that the three come from one call
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
 #   own       the project's weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
 #   compare   the bundled default weights, Adam and the official NiNo in one benchmark run (FM-16, FM-32, lm x
@@ -96,7 +96,8 @@ BENCH=(--steps $STEPS --eval-every $EVAL --period $PERIOD --seeds 1000 2000 3000
 
 device=$($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')
 log "start on $device, phases: $PHASES"
-gpu_mib=$($PY -c 'import torch; print(torch.cuda.get_device_properties(0).total_memory >> 20 if torch.cuda.is_available() else 0)')
+gpu_mib=$($PY -c 'import torch; print(torch.cuda.get_device_properties(0).total_memory >> 20
+                if torch.cuda.is_available() else 0)')
 if [ "$DEVICE" = cuda ] && [ "$gpu_mib" -lt 100000 ] && [ -n "${VARIANTS:-}" ]; then
   VARIANTS=${VARIANTS%% *}  # two meta-training runs of 16 windows side by side need more memory
   log "$gpu_mib MiB of GPU memory: one variant, $VARIANTS"
@@ -151,8 +152,8 @@ fi
 
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
   setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS \
-    --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS --device $DEVICE --out "$W/trajectories" \
-    > "$W/logs/collect.log" 2>&1 &
+    --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS \
+    --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
   if [ -n "${WATCH_AT:-}" ] && has metatrain; then  # meta-training starts before the collection ends (--watch)
     sleep "$(left $WATCH_AT)"
@@ -168,12 +169,12 @@ if has baselines; then
   BACKGROUND+=($!)
 fi
 
-if has reference; then  # Adam and the official checkpoint beside meta-training, once a collection has freed the
-  # CPU cores; the new weights join them later
+if has reference; then  # Adam and the official checkpoint, once a collection has freed the CPU cores (beside
+  # meta-training, whose processes need one core each); the new weights join them later
   {
     while [ -n "${COLLECT:-}" ] && kill -0 $COLLECT 2> /dev/null; do sleep 2; done
     log "reference benchmark starts"
-    timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino --workers 8 \
+    timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino --workers 12 \
       "${BENCH[@]}"
   } > "$W/logs/bench_reference.log" 2>&1 &
   BACKGROUND+=($!)
@@ -196,7 +197,8 @@ if has metatrain; then
     for v in $VARIANTS; do
       IFS=: read -r name init lr <<< "$v"
       timeout "$(left $T_TRAIN)" $PY -m nino_optim.cli metatrain "${TRAIN[@]}" --out "$W/metatrain_$name" \
-        ${init:+--init "$init"} --lr $lr ${WATCH_AT:+--watch} --stop-after $budget > "$W/logs/metatrain_$name.log" 2>&1 &
+        ${init:+--init "$init"} --lr $lr ${WATCH_AT:+--watch} --stop-after $budget \
+        > "$W/logs/metatrain_$name.log" 2>&1 &
       PIDS+=($!)
     done
   else
@@ -236,7 +238,9 @@ if has own && { [ -n "${OWN_SPEC:-}" ] || [ -f "$W/metatrain/weights/model.safet
     --methods "${OWN_SPEC:-own=$W/metatrain/weights}" --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
   weights=()
-  for d in "$W"/metatrain*/weights; do [ -d "$d" ] && [[ "$d" != "$W/metatrain/weights" || -z "${VARIANTS:-}" ]] && weights+=("$d"); done
+  for d in "$W"/metatrain*/weights; do  # the chosen variant is also linked as metatrain/: once is enough
+    [ -d "$d" ] && [[ "$d" != "$W/metatrain/weights" || -z "${VARIANTS:-}" ]] && weights+=("$d")
+  done
   timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
     --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
     > "$W/logs/heldout_metaloss.log" 2>&1
