@@ -363,3 +363,18 @@ def test_metatrain_command_watch_waits_for_two_trajectories(tmp_path):
               "--batch-size", "1", "--eval-every", "2", "--hid", "16", "--watch"])
     later.join()
     assert json.loads((out / "history.json").read_text())["trajectories"][0] == [0, 1]  # 1 trains, 1 held out
+
+
+def test_collect_evaluates_a_densely_stored_run_at_most_fifty_times(tmp_path):
+    from nino_optim.bench.data import is_available, load_fashion_mnist
+    from nino_optim.metatrain.collect import METRIC_POINTS, run_one
+
+    if not is_available():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    spec = RunSpec(arch=TINY, optimizer="adam", lr=3e-3, weight_decay=0.0, seed=4, steps=150, save_every=1,
+                   batch_size=16)
+    traj = load_trajectory(run_one(spec, load_fashion_mnist().subset(512, 200), tmp_path))
+    metrics = traj.meta["metrics"]
+    assert traj.states.shape[0] == len(metrics) == 151 and all("train_loss" in m for m in metrics[1:])
+    evaluated = [step for step, m in zip(traj.meta["steps"], metrics) if "test_acc" in m]
+    assert evaluated == list(range(0, 151, 3)) and len(evaluated) <= METRIC_POINTS + 1  # and the initial state
