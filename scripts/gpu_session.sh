@@ -241,10 +241,12 @@ if has own && { [ -n "${OWN_SPEC:-}" ] || [ -f "$W/metatrain/weights/model.safet
   for d in "$W"/metatrain*/weights; do  # the chosen variant is also linked as metatrain/: once is enough
     [ -d "$d" ] && [[ "$d" != "$W/metatrain/weights" || -z "${VARIANTS:-}" ]] && weights+=("$d")
   done
-  timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
-    --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
-    > "$W/logs/heldout_metaloss.log" 2>&1
-  log "heldout rc=$?"
+  if [ -z "${WATCH_AT:-}" ]; then  # with --watch, trajectories that arrived later were trained on, whatever their name
+    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
+      --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+      > "$W/logs/heldout_metaloss.log" 2>&1
+    log "heldout rc=$?"
+  fi
   if [ -d .gpu/unseen ] && [ -z "${VARIANTS:-}" ]; then  # convnets recorded on the CPU machine: the convnet gap
     timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
       --spacing 200 --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt > "$W/logs/unseen_metaloss.log" 2>&1
