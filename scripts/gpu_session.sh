@@ -213,44 +213,40 @@ if has metatrain; then
   pack
 fi
 
-if has own && [ -n "${VARIANTS:-}" ] && [ -d .gpu/unseen ]; then
-  # the variant with the lowest masked L1 on convnets no weights saw, against the bundled default
-  candidates=()
-  for v in $VARIANTS; do
-    [ -f "$W/metatrain_${v%%:*}/weights/model.safetensors" ] && candidates+=("$W/metatrain_${v%%:*}/weights")
-  done
-  timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
-    --spacing 200 --device $DEVICE default "${candidates[@]}" .gpu/upstream/nino_no_posw.pt \
-    > "$W/logs/unseen_metaloss.log" 2>&1
-  best=$(awk '$1 == "default" || $1 ~ /^metatrain_/ { if (min == "" || $NF < min) { min = $NF; name = $1 } }
-              END { print name }' "$W/logs/unseen_metaloss.log")
-  log "unseen convnets: best ${best:-none}"
-  if [[ "$best" == metatrain_* ]]; then
-    ln -sfn "$W/$best" "$W/metatrain"
-    OWN_SPEC="new=$W/$best/weights"
-  else
-    OWN_SPEC=default
+if has own; then
+  weights=()  # every run's weights (with VARIANTS, metatrain/ becomes a link to the chosen one below)
+  for d in "$W"/metatrain*/weights; do [ -f "$d/model.safetensors" ] && weights+=("$d"); done
+  if [ -d .gpu/unseen ] && [ ${#weights[@]} -gt 0 ]; then  # convnets recorded on the CPU that no weights saw
+    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
+      --spacing 200 --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+      > "$W/logs/unseen_metaloss.log" 2>&1
+    log "unseen convnets rc=$?"
+  fi
+  OWN_SPEC=""
+  if [ -n "${VARIANTS:-}" ]; then  # the run with the lowest masked L1 there, the bundled default competing
+    best=$(awk '$1 == "default" || $1 ~ /^metatrain_/ { if (min == "" || $NF < min) { min = $NF; name = $1 } }
+                END { print name }' "$W/logs/unseen_metaloss.log" 2> /dev/null)
+    log "unseen convnets: best ${best:-none}"
+    if [[ "$best" == metatrain_* ]]; then
+      ln -sfn "$W/$best" "$W/metatrain"
+      OWN_SPEC="new=$W/$best/weights"
+    else
+      OWN_SPEC=default
+    fi
+  elif [ -f "$W/metatrain/weights/model.safetensors" ]; then
+    OWN_SPEC="own=$W/metatrain/weights"
   fi
 fi
 
-if has own && { [ -n "${OWN_SPEC:-}" ] || [ -f "$W/metatrain/weights/model.safetensors" ]; }; then
-  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm \
-    --methods "${OWN_SPEC:-own=$W/metatrain/weights}" --workers 9 "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
+if has own && [ -n "$OWN_SPEC" ]; then
+  timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods "$OWN_SPEC" --workers 9 \
+    "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
-  weights=()
-  for d in "$W"/metatrain*/weights; do  # the chosen variant is also linked as metatrain/: once is enough
-    [ -d "$d" ] && [[ "$d" != "$W/metatrain/weights" || -z "${VARIANTS:-}" ]] && weights+=("$d")
-  done
   if [ -z "${WATCH_AT:-}" ]; then  # with --watch, trajectories that arrived later were trained on, whatever their name
     timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
       --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
       > "$W/logs/heldout_metaloss.log" 2>&1
     log "heldout rc=$?"
-  fi
-  if [ -d .gpu/unseen ] && [ -z "${VARIANTS:-}" ]; then  # convnets recorded on the CPU machine: the convnet gap
-    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
-      --spacing 200 --device $DEVICE "${weights[@]}" .gpu/upstream/nino_no_posw.pt > "$W/logs/unseen_metaloss.log" 2>&1
-    log "unseen convnets rc=$?"
   fi
   wait $OWN
   log "own benchmark rc=$?"

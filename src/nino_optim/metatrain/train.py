@@ -101,8 +101,9 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
         history.setdefault("trajectories", []).append([start, len(train.items)])
     last = start if "schedule_ended_at" in history else cfg.iterations  # a finished time schedule stays finished
     for it in range(start + 1, last + 1):
-        done = (it - 1) / cfg.iterations if cfg.seconds is None else max((it - 1) / cfg.iterations,
-                                                                          min(trained() / cfg.seconds, 1.0))
+        done = (it - 1) / cfg.iterations  # the fraction of the schedule behind us
+        if cfg.seconds is not None:
+            done = max(done, min(trained() / cfg.seconds, 1.0))
         for group in opt.param_groups:  # cosine decay from lr to min_lr over the schedule
             group["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * done)) / 2
         batch = collate([train.sample(generator, cfg.windows_per_trajectory) for _ in range(groups)]).to(device)
