@@ -5,7 +5,10 @@
 #             nowcast with the native and triton backends
 #   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
 #             Adam and NiNo; 3 seeds each, in the background until the end
-#   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories
+#   stacking  how much faster FM-16 convnets collect stacked (benchmarks/collect_stacked.py, about a minute,
+#             before the collection; deadlines stay where they are)
+#   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories; STACK=N
+#             trains Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`)
 #   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
 #             the same results as `own`, so that the three come from one call
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
@@ -150,10 +153,16 @@ if has baselines; then
   log "fm32 benchmark started"
 fi
 
+if has stacking; then  # alone on the GPU, so that its timings are clean
+  timeout ${STACKING_S:-75} $PY benchmarks/collect_stacked.py --members 1 8 32 --steps $(( CSTEPS / 25 )) \
+    --device $DEVICE > "$W/logs/collect_stacked.log" 2>&1
+  log "collect_stacked rc=$?: $(tail -n 3 "$W/logs/collect_stacked.log" | tr '\n' ' ')"
+fi
+
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
   setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $RUNS --steps $CSTEPS \
     --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS \
-    --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
+    --stack ${STACK:-1} --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
   if [ -n "${WATCH_AT:-}" ] && has metatrain; then  # meta-training starts before the collection ends (--watch)
     sleep "$(left $WATCH_AT)"

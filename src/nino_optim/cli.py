@@ -16,7 +16,7 @@ def _collect(args: argparse.Namespace) -> None:
 
     specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed,
                      fm16_share=args.fm16_share)
-    done = collect(specs, args.out, workers=args.workers, device=args.device)
+    done = collect(specs, args.out, workers=args.workers, device=args.device, stack=args.stack)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
 
@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
                         "as half of the official data does (default 0: the varied zoo)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
     p.add_argument("--device", default="cpu", help="where the runs train: cpu, cuda, ...")
+    p.add_argument("--stack", type=int, default=1,
+                   help="train Fashion-MNIST runs of one architecture this many at a time as one stacked model "
+                        "(torch.func.vmap; each keeps its own seed, batches and learning rate): far fewer kernel "
+                        "launches on a GPU")
     p.set_defaults(func=_collect)
     p = sub.add_parser("metatrain", help="train a NiNo GNN on collected trajectories (resumes from --out)")
     p.add_argument("--data", default="data/trajectories")

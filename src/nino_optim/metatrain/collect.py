@@ -27,6 +27,34 @@ METRIC_POINTS = 50
 LOADERS = {"fashion-mnist": load_fashion_mnist, "pydoc-topics": load_pydoc_topics}
 
 
+class EpochOrder:
+    """Batches of indices into ``n`` examples, without replacement: a fresh permutation from ``generator`` each
+    epoch (the last incomplete batch of an epoch is dropped)."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+        self.order, self.cursor = torch.randperm(n, generator=generator), 0
+
+    def next(self, batch_size: int) -> torch.Tensor:
+        """The next batch's indices [batch_size], on the CPU."""
+        if self.cursor + batch_size > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        self.cursor += batch_size
+        return self.order[self.cursor - batch_size:self.cursor]
+
+
+def evaluate_every(spec: RunSpec) -> int:
+    """Steps between test-set evaluations: a multiple of the saving period, at most ``METRIC_POINTS`` a run."""
+    return spec.save_every * max(1, spec.steps // METRIC_POINTS // spec.save_every)
+
+
+def trajectory_meta(spec: RunSpec, steps: list[int], metrics: list[dict], params: list, seconds: float,
+                    device: torch.device) -> dict:
+    """The JSON metadata stored beside a run's states (``params``: [name, shape] in named_parameters() order)."""
+    return {"run_id": spec.run_id, "spec": spec.to_dict(), "steps": steps, "metrics": metrics, "params": params,
+            "seconds": round(seconds, 1), "torch": torch.__version__, "device": str(device)}
+
+
 def _flat(model: nn.Module) -> torch.Tensor:
     """All parameters, flat, in ``named_parameters()`` order, on the CPU: [P]."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
@@ -61,14 +89,10 @@ def _objective(spec: RunSpec, model: nn.Module, data, generator: torch.Generator
         return loss, lambda: {"val_perplexity": perplexity(model, val_x, val_y)}
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     test_x, test_y = data.test_x[:EVAL_EXAMPLES].to(device), data.test_y[:EVAL_EXAMPLES].to(device)
-    order, cursor = torch.randperm(len(train_x), generator=generator), 0
+    order = EpochOrder(len(train_x), generator)
 
     def loss() -> torch.Tensor:
-        nonlocal order, cursor
-        if cursor + spec.batch_size > len(order):
-            order, cursor = torch.randperm(len(train_x), generator=generator), 0
-        idx = order[cursor:cursor + spec.batch_size].to(device)
-        cursor += spec.batch_size
+        idx = order.next(spec.batch_size).to(device)
         return F.cross_entropy(model(train_x[idx]), train_y[idx])
 
     return loss, lambda: {"test_acc": _accuracy(model, test_x, test_y)}
@@ -89,7 +113,7 @@ def run_one(spec: RunSpec, data, root: str | os.PathLike, progress: bool = False
     opt = opt_cls(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     loss_of_next_batch, metrics_now = _objective(spec, model, data, torch.Generator().manual_seed(spec.seed), device)
     states, saved_steps, metrics = [_flat(model)], [0], [metrics_now()]
-    evaluate_every = spec.save_every * max(1, spec.steps // METRIC_POINTS // spec.save_every)
+    every = evaluate_every(spec)
     running, start = torch.zeros((), device=device), time.perf_counter()  # summed where computed: no sync a step
     bar = None
     if progress:
@@ -106,7 +130,7 @@ def run_one(spec: RunSpec, data, root: str | os.PathLike, progress: bool = False
             states.append(_flat(model))
             saved_steps.append(step)
             metrics.append({"train_loss": running.item() / spec.save_every})
-            if step % evaluate_every == 0 or step == spec.steps:
+            if step % every == 0 or step == spec.steps:
                 metrics[-1].update(metrics_now())
             running.zero_()
             if not math.isfinite(metrics[-1]["train_loss"]):
@@ -116,26 +140,46 @@ def run_one(spec: RunSpec, data, root: str | os.PathLike, progress: bool = False
             bar.update()
     if bar is not None:
         bar.close()
-    meta = {"run_id": spec.run_id, "spec": spec.to_dict(), "steps": saved_steps, "metrics": metrics,
-            "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
-            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__, "device": str(device)}
+    meta = trajectory_meta(spec, saved_steps, metrics, [[name, list(p.shape)] for name, p in model.named_parameters()],
+                           time.perf_counter() - start, device)
     return write_trajectory(root, meta, torch.stack(states))
 
 
-def _worker(spec: RunSpec, root: str, device: str) -> str:
+def run_job(group: list[RunSpec], data, root: str | os.PathLike, device: torch.device | str = "cpu",
+            progress: bool = False, log: Callable[[str], None] = print) -> list[str]:
+    """One job of ``collect``: a single run, or a group that trains stacked (``stacked.py``); the run ids written.
+
+    A run whose training loss stops being finite is reported through ``log`` and not written.
+    """
+    if len(group) > 1:
+        from .stacked import run_stack  # stacked.py builds on this module
+
+        return [path.name for path in run_stack(group, data, root, device, progress, log)]
+    try:
+        return [run_one(group[0], data, root, progress, device).name]
+    except FloatingPointError as err:
+        log(f"skipped: {err}")
+        return []
+
+
+def _worker(group: list[RunSpec], root: str, device: str) -> list[str]:
     torch.set_num_threads(1)  # one process per core
-    run_one(spec, LOADERS[spec.dataset](), root, device=device)
-    return spec.run_id
+    return run_job(group, LOADERS[group[0].dataset](), root, device)
 
 
 def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1, device: str = "cpu",
-            log: Callable[[str], None] = print) -> list[str]:
+            stack: int = 1, log: Callable[[str], None] = print) -> list[str]:
     """Run every spec whose trajectory is not yet in ``root``; returns the run ids written now.
 
-    ``workers`` > 1 runs that many fresh processes (one torch thread each; several may share one GPU). A run
-    that fails is reported and left out; the others go on.
+    ``workers`` > 1 runs that many fresh processes (one torch thread each; several may share one GPU).
+    ``stack`` > 1 trains Fashion-MNIST runs of one architecture that many at a time as one stacked model
+    (``stacked.py``: far fewer kernel launches on a GPU). A run that fails is reported and left out; the others
+    go on.
     """
+    from .stacked import stack_groups
+
     todo = [s for s in specs if not is_complete(root, s.run_id)]
+    jobs = stack_groups(todo, stack)
     Path(root).mkdir(parents=True, exist_ok=True)
     try:
         from tqdm import tqdm
@@ -146,27 +190,25 @@ def collect(specs: list[RunSpec], root: str | os.PathLike, workers: int = 1, dev
     if workers <= 1:
         torch.set_num_threads(1)  # small models: one thread per process is fastest, more only contend
         loaded: dict[str, object] = {}
-        for spec in todo:
-            if spec.dataset not in loaded:
-                loaded[spec.dataset] = LOADERS[spec.dataset]()
-            try:
-                done.append(run_one(spec, loaded[spec.dataset], root, progress=bar is not None,
-                                    device=device).name)
-            except FloatingPointError as err:
-                log(f"skipped: {err}")
+        for group in jobs:
+            dataset = group[0].dataset
+            if dataset not in loaded:
+                loaded[dataset] = LOADERS[dataset]()
+            done += run_job(group, loaded[dataset], root, device, progress=bar is not None, log=log)
             if bar:
-                bar.update()
+                bar.update(len(group))
     else:
         # spawn: fresh interpreters, which CUDA needs (a forked child cannot use its parent's CUDA context)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_worker, s, str(root), device): s for s in todo}
+            futures = {pool.submit(_worker, group, str(root), device): group for group in jobs}
             for future in as_completed(futures):
+                group = futures[future]
                 try:
-                    done.append(future.result())
-                except Exception as err:  # one diverged or broken run must not stop the collection
-                    log(f"failed: {futures[future].run_id}: {type(err).__name__}: {err}")
+                    done += future.result()
+                except Exception as err:  # one broken job must not stop the collection
+                    log(f"failed: {', '.join(s.run_id for s in group)}: {type(err).__name__}: {err}")
                 if bar:
-                    bar.update()
+                    bar.update(len(group))
     if bar:
         bar.close()
     return done
