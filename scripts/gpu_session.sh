@@ -8,7 +8,8 @@
 #   stacking  how much faster FM-16 convnets collect stacked (benchmarks/collect_stacked.py, about a minute,
 #             before the collection; deadlines stay where they are)
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories; STACK=N
-#             trains Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`)
+#             trains Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`);
+#             STACK=auto: 32 if the stacking phase measured 32 stacked at least 2x faster than single runs
 #   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
 #             the same results as `own`, so that the three come from one call
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
@@ -23,9 +24,10 @@
 # unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007, 8x48x16 s1011 and four of
 # FM-16's 16x32x32, s2001-s2005).
 # Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next runs: PHASES="collect reference metatrain own" SCALE=xl (one call of about 9.5 minutes: variants of new
-# weights, the best on unseen convnets benchmarked beside Adam and the official checkpoint); or,
-# with the better weights bundled, PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
+# Next runs: PHASES="stacking collect reference metatrain own" SCALE=xl STACK=auto (one call of about 9.5
+# minutes: stacked collection if it measures faster, variants of new weights, the best on unseen convnets
+# benchmarked beside Adam and the official checkpoint); or, with the better weights bundled, PHASES=compare
+# SCALE=long (about 4 minutes: Adam, official, default in one run)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -157,6 +159,11 @@ if has stacking; then  # alone on the GPU, so that its timings are clean
   timeout ${STACKING_S:-75} $PY benchmarks/collect_stacked.py --members 1 8 32 --steps $(( CSTEPS / 25 )) \
     --device $DEVICE > "$W/logs/collect_stacked.log" 2>&1
   log "collect_stacked rc=$?: $(tail -n 3 "$W/logs/collect_stacked.log" | tr '\n' ' ')"
+fi
+if [ "${STACK:-1}" = auto ]; then  # stack by 32 if that measured at least twice as fast as single runs
+  speedup=$(awk '$1 == 32 && $2 == "stacked:" {print $(NF-1)}' "$W/logs/collect_stacked.log" 2> /dev/null)
+  STACK=$(awk -v x="${speedup%x}" 'BEGIN {print (x + 0 >= 2) ? 32 : 1}')
+  log "stacked speedup ${speedup:-unmeasured}: collecting with --stack $STACK"
 fi
 
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
