@@ -57,11 +57,12 @@ def test_stacked_adam_equals_torch_adam_and_adamw_for_each_member():
         torch.testing.assert_close(stacked["w"][i], p.detach(), rtol=1e-6, atol=1e-7)
 
 
-def test_run_stack_records_what_single_runs_record(tmp_path):
+@pytest.mark.parametrize("arch", [TINY, {"kind": "mlp", "hidden": [16, 16]}], ids=["convnet", "mlp"])
+def test_run_stack_records_what_single_runs_record(tmp_path, arch):
     from nino_optim.metatrain.collect import run_one
 
     data = _fashion_mnist()
-    specs = [_spec(1, lr=2e-3), _spec(2, optimizer="adamw", lr=5e-3), _spec(3, lr=1e-3)]
+    specs = [_spec(1, arch, lr=2e-3), _spec(2, arch, optimizer="adamw", lr=5e-3), _spec(3, arch, lr=1e-3)]
     stacked = [load_trajectory(p) for p in run_stack(specs, data, tmp_path / "stacked")]
     single = [load_trajectory(run_one(s, data, tmp_path / "single")) for s in specs]
     for a, b in zip(stacked, single):
