@@ -9,7 +9,8 @@
 #             before the collection; deadlines stay where they are)
 #   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories; STACK=N
 #             trains Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`);
-#             STACK=auto: 32 if the stacking phase measured 32 stacked at least 2x faster than single runs
+#             STACK=auto: the largest of 8 and 32 that the stacking phase measured at least size/4 times
+#             faster than single runs (so that a stack takes at most 4x a single run's time), else 1
 #   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
 #             the same results as `own`, so that the three come from one call
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
@@ -160,10 +161,14 @@ if has stacking; then  # alone on the GPU, so that its timings are clean
     --device $DEVICE > "$W/logs/collect_stacked.log" 2>&1
   log "collect_stacked rc=$?: $(tail -n 3 "$W/logs/collect_stacked.log" | tr '\n' ' ')"
 fi
-if [ "${STACK:-1}" = auto ]; then  # stack by 32 if that measured at least twice as fast as single runs
-  speedup=$(awk '$1 == 32 && $2 == "stacked:" {print $(NF-1)}' "$W/logs/collect_stacked.log" 2> /dev/null)
-  STACK=$(awk -v x="${speedup%x}" 'BEGIN {print (x + 0 >= 2) ? 32 : 1}')
-  log "stacked speedup ${speedup:-unmeasured}: collecting with --stack $STACK"
+if [ "${STACK:-1}" = auto ]; then
+  # the largest stack whose speedup over a single run is at least a quarter of its size: a stack then takes at
+  # most 4x a single run's time (about 1-2 minutes on a GPU), so it ends well before the collection's deadline,
+  # which would lose all of it; 1 if neither pays
+  STACK=$(awk '$2 == "stacked:" {x = $(NF-1); sub("x", "", x); if ($1 > 1 && x + 0 >= $1 / 4) best = $1}
+               END {print best ? best : 1}' "$W/logs/collect_stacked.log" 2> /dev/null || echo 1)
+  log "collecting with --stack $STACK ($(grep -h stacked: "$W/logs/collect_stacked.log" 2> /dev/null | tr -s ' ' \
+    | tr '\n' ';'))"
 fi
 
 if has collect; then  # its own process group, so that the deadline also stops its workers (they hold the GPU)
