@@ -26,23 +26,26 @@ from .zoo import RunSpec, build_model
 EVAL_CHUNK = 8192  # test images x members per evaluation pass (bounds the activations' memory)
 
 
-def can_stack(spec: RunSpec) -> bool:
-    """Image runs stack; the byte-level GPTs draw text windows and stay single runs."""
-    return spec.dataset == "fashion-mnist"
+def stack_key(spec: RunSpec) -> str | None:
+    """What runs must share to train together (data set, architecture, length, saving, batch size); None for
+    runs that cannot stack: the byte-level GPTs draw text windows and stay single runs."""
+    if spec.dataset != "fashion-mnist":
+        return None
+    return json.dumps([spec.dataset, spec.arch, spec.steps, spec.save_every, spec.batch_size])
 
 
 def stack_groups(specs: list[RunSpec], size: int) -> list[list[RunSpec]]:
-    """``specs`` as jobs: runs that can train together (same data set, architecture, length, saving and batch
-    size) in groups of at most ``size``, every other run alone; in the order the specs first appear."""
+    """``specs`` as jobs: runs with the same ``stack_key`` in groups of at most ``size``, every other run alone;
+    in the order the specs first appear."""
     if size < 1:
         raise ValueError(f"stack size must be at least 1, got {size}")
     groups: dict[str, list[list[RunSpec]]] = {}
     jobs: list[list[RunSpec]] = []
     for spec in specs:
-        if size == 1 or not can_stack(spec):
+        key = stack_key(spec)
+        if size == 1 or key is None:
             jobs.append([spec])
             continue
-        key = json.dumps([spec.dataset, spec.arch, spec.steps, spec.save_every, spec.batch_size])
         open_groups = groups.setdefault(key, [])
         if not open_groups or len(open_groups[-1]) == size:
             open_groups.append([])
@@ -93,8 +96,7 @@ def run_stack(specs: list[RunSpec], data, root: str | Path, device: torch.device
     ``data``: Fashion-MNIST (``load_fashion_mnist()``). Returns the written trajectories' directories.
     """
     first = specs[0]
-    if any(not can_stack(s) or [s.arch, s.steps, s.save_every, s.batch_size]
-           != [first.arch, first.steps, first.save_every, first.batch_size] for s in specs):
+    if stack_key(first) is None or any(stack_key(s) != stack_key(first) for s in specs):
         raise ValueError("run_stack takes Fashion-MNIST runs of one architecture, length, saving and batch size; "
                          "group them with stack_groups")
     device, count = torch.device(device), len(specs)
