@@ -15,7 +15,7 @@ def _collect(args: argparse.Namespace) -> None:
     from .metatrain.zoo import make_zoo
 
     specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed,
-                     fm16_share=args.fm16_share)
+                     fm16_share=args.fm16_share, kinds=args.kinds.split(","))
     done = collect(specs, args.out, workers=args.workers, device=args.device, stack=args.stack)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fm16-share", type=float, default=0.0,
                    help="fraction of the convnets that train the FM-16 benchmark's own architecture (16, 32, 32), "
                         "as half of the official data does (default 0: the varied zoo)")
+    p.add_argument("--kinds", default="convnet,mlp,gpt",
+                   help="comma-separated architecture kinds to keep (--runs of them, the first of the zoo's "
+                        "stream), e.g. convnet")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
     p.add_argument("--device", default="cpu", help="where the runs train: cpu, cuda, ...")
     p.add_argument("--stack", type=int, default=1,

@@ -58,6 +58,15 @@ def test_zoo_fm16_share_trains_the_benchmark_convnet_and_only_changes_convnets()
         make_zoo(8, fm16_share=1.5)
 
 
+def test_zoo_kinds_keeps_the_full_zoos_runs_of_those_kinds():
+    convnets = make_zoo(12, zoo_seed=9, fm16_share=0.5, kinds=["convnet"])
+    assert len(convnets) == 12 and {s.arch["kind"] for s in convnets} == {"convnet"}
+    assert convnets == [s for s in make_zoo(40, zoo_seed=9, fm16_share=0.5) if s.arch["kind"] == "convnet"][:12]
+    assert {s.arch["kind"] for s in make_zoo(6, kinds=("mlp", "gpt"))} == {"mlp", "gpt"}
+    with pytest.raises(ValueError, match="kinds must be some of convnet, mlp, gpt"):
+        make_zoo(4, kinds=["transformer"])
+
+
 def test_trajectory_roundtrip_and_listing(tmp_path):
     path = _fake_run(tmp_path, 1)
     (tmp_path / ".half-written.tmp").mkdir()  # an interrupted write is not listed

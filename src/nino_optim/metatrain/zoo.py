@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -74,8 +75,11 @@ def example_inputs(arch: dict) -> tuple[torch.Tensor]:
     return (torch.zeros(2, 1, 28, 28),)
 
 
+KINDS = ("convnet", "mlp", "gpt")
+
+
 def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed: int = 0,
-             fm16_share: float = 0.0) -> list[RunSpec]:
+             fm16_share: float = 0.0, kinds: Collection[str] = KINDS) -> list[RunSpec]:
     """``runs`` run specs, in a repeating pattern of 8: five FM-16/FM-32-family convnets (widths 8-64), one MLP
     and two byte-level GPTs (2-4 layers, 16-64 wide, 2-4 heads) on CPython's help texts; Adam or AdamW with
     the learning rate drawn log-uniformly within a factor 2 of the tuned one (6e-3 convnets, 2e-3 MLPs, 3e-3
@@ -85,9 +89,18 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
     with the zoo's seeds and learning rates; half of the official meta-training windows come from that
     architecture. FM-16 is then in the training distribution, as it is for the official checkpoint; FM-32's
     (32, 64, 64) is not favoured (the varied draw gives it to about 1 convnet in 150). At 0 (the default) the
-    zoo is the same as before the option existed."""
+    zoo is the same as before the option existed.
+
+    ``kinds``: keep only runs of these architecture kinds, ``runs`` of them: the first ones of the full zoo's
+    stream (same seeds and learning rates); e.g. convnets alone, the family of FM-16 and FM-32."""
     if not 0.0 <= fm16_share <= 1.0:
         raise ValueError(f"fm16_share must be in [0, 1], got {fm16_share}")
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {', '.join(KINDS)}; got {sorted(kinds)}")
+    if set(kinds) != set(KINDS):  # every 8 draws hold at least one run of each kind
+        full = make_zoo(8 * runs, steps=steps, save_every=save_every, zoo_seed=zoo_seed, fm16_share=fm16_share)
+        return [s for s in full if s.arch["kind"] in kinds][:runs]
     rng = random.Random(zoo_seed)
     widths = [8, 12, 16, 24, 32, 48, 64]
     specs = []
