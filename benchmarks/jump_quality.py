@@ -79,6 +79,10 @@ def main() -> None:
     data = LOADERS["fashion-mnist"]()
     nowcasters = {Path(spec).stem if spec.endswith(".pt") else spec: load_nowcaster(spec) for spec in args.weights}
     schedule = k_schedule(10_000, PERIOD)
+
+    def scheduled_k(t: int) -> int:  # the horizon NiNoAdam's default schedule uses at step t
+        return schedule[min(len(schedule) - 1, t // PERIOD - 1)]
+
     paths = [p for p in list_trajectories(args.data) if f"convnet{args.arch}-" in p.name]
     gains: dict[tuple[str, int, int], list[float]] = {}  # (nowcaster, t, k) -> gain per trajectory
     for path in paths:
@@ -92,6 +96,7 @@ def main() -> None:
         for t in args.steps:
             idx = [(t - SPACING * (CONTEXT - 1 - i)) // every for i in range(CONTEXT)]
             states = traj.states[idx].T.float()  # [P, c], oldest to newest
+
             def after(flat: torch.Tensor) -> float:
                 return accuracy(model, recovered(model, flat, traj.meta["spec"], data, args.recover, t), data.test_x,
                                 data.test_y)
@@ -99,7 +104,7 @@ def main() -> None:
             base = after(states[:, -1])
             for name, nowcaster in nowcasters.items():
                 for k in args.ks:
-                    jumped = nowcaster.predict(graph, states, k or schedule[min(len(schedule) - 1, t // PERIOD - 1)])
+                    jumped = nowcaster.predict(graph, states, k or scheduled_k(t))
                     gains.setdefault((name, t, k), []).append(after(jumped) - base)
         print(f"done {path.name}", flush=True)
 
@@ -110,7 +115,7 @@ def main() -> None:
         for t in args.steps:
             means = [100 * sum(gains[name, t, k]) / len(paths) for k in args.ks]
             best = args.ks[max(range(len(means)), key=means.__getitem__)]
-            print(f"{name[:15]:<16}{t:>6}{schedule[min(len(schedule) - 1, t // PERIOD - 1)]:>8}"
+            print(f"{name[:15]:<16}{t:>6}{scheduled_k(t):>8}"
                   + "".join(f"{m:>8.2f}" for m in means) + f"{best:>8}")
 
 
