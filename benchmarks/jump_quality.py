@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from nino_optim import load_nowcaster
+from nino_optim.bench.steps_to_target import evaluate
 from nino_optim.graph import build_neural_graph
 from nino_optim.metatrain.collect import LOADERS
 from nino_optim.metatrain.trajectories import list_trajectories, load_trajectory
@@ -35,13 +36,10 @@ from nino_optim.schedule import k_schedule
 CONTEXT, SPACING, PERIOD = 5, 200, 1000
 
 
-@torch.no_grad()
 def accuracy(model: torch.nn.Module, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     """Test accuracy of ``model`` with its parameters set to ``flat`` [P] (named_parameters order)."""
     torch.nn.utils.vector_to_parameters(flat.float(), model.parameters())
-    model.eval()
-    correct = sum((model(x[i:i + 2000]).argmax(1) == y[i:i + 2000]).sum().item() for i in range(0, len(x), 2000))
-    return correct / len(x)
+    return evaluate(model, x, y)
 
 
 def recovered(model: torch.nn.Module, flat: torch.Tensor, spec: dict, data, steps: int, seed: int) -> torch.Tensor:
