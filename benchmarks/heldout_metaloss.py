@@ -31,10 +31,11 @@ def linefit_predictor(weighted: bool):
     return predict
 
 
-def model_predictor(model):
+def model_predictor(models: list):
+    """The mean prediction of ``models`` (one model: its own)."""
     @torch.no_grad()
     def predict(batch, context: int, horizon: int) -> torch.Tensor:
-        return model(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe)
+        return torch.stack([m(batch.edge_attr, batch.edge_index, batch.edge_type, batch.lpe) for m in models]).mean(0)
     return predict
 
 
@@ -53,7 +54,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the GNNs run: cpu, cuda, ...")
     parser.add_argument("--per-trajectory", action="store_true",
                         help="one row per held-out trajectory (its own --windows windows) instead of horizon bands")
-    parser.add_argument("weights", nargs="*", help="NiNo weights: a directory (config + safetensors) or an official .pt")
+    parser.add_argument("weights", nargs="*", help="NiNo weights: a directory (config + safetensors) or an official "
+                        ".pt; A+B averages the predictions of A and B")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -61,9 +63,9 @@ def main() -> None:
     held_out = [p for i, p in enumerate(paths) if i % args.val_every == args.val_every - 1] or paths[-1:]
     methods = {"no change": no_change, "linefit": linefit_predictor(False), "linefit+": linefit_predictor(True)}
     for spec in args.weights:
-        path = Path(spec)  # a run's weights/ directory is named after its run
-        name = path.parent.name if path.name == "weights" else path.name
-        methods[name] = model_predictor(load_nowcaster(spec).to(args.device))
+        paths = [Path(part) for part in spec.split("+")]  # a run's weights/ directory is named after its run
+        name = "+".join(path.parent.name if path.name == "weights" else path.name for path in paths)
+        methods[name] = model_predictor([load_nowcaster(str(path)).to(args.device) for path in paths])
 
     if args.per_trajectory:  # one row per trajectory, overall error only: where does a nowcaster lead?
         print(f"{args.windows} windows per held-out trajectory of {args.data}; masked L1 (all horizons), scaled space")

@@ -55,7 +55,7 @@ def _metatrain(args: argparse.Namespace) -> None:
                 print(f"adding {len(new)} trajectories that appeared in {args.data}")
             return new
 
-    metatrain(WindowSampler(train, spacing=args.spacing, device=args.device),
+    metatrain(WindowSampler(train, spacing=args.spacing, stretch=args.stretch, device=args.device),
               WindowSampler(val, spacing=args.spacing, device=args.device), args.out, cfg,
               device=args.device, more_data=more_data,
               stop_after=None if args.stop_after is None else args.stop_after - (time.perf_counter() - started))
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--spacing", type=int, default=200, help="optimizer steps between the states of a window")
+    p.add_argument("--stretch", type=float, default=0.0,
+                   help="training windows draw their spacing within --spacing * (1 +- stretch), standing in for "
+                        "runs at other learning rates (validation windows keep --spacing)")
     p.add_argument("--val-every", type=int, default=5, help="hold out every n-th trajectory")
     p.add_argument("--max-train", type=int, default=None,
                    help="train on a seeded subset of this many trajectories (to see how quality grows with data)")

@@ -142,7 +142,7 @@ def test_windows_drawn_together_equal_windows_drawn_one_by_one(tmp_path):
     """A group of windows of one trajectory: each its own start, statistics and LPE flips, as if drawn alone."""
     path = _fake_run(tmp_path, 1, n_states=40)
     sampler = WindowSampler([path], spacing=20, horizon=40)
-    traj, graph, stride = sampler.items[0]
+    traj, graph, (stride,) = sampler.items[0]
     E, N, c, B = graph.num_edges, graph.num_nodes, 5, 4
     group = sampler.sample(torch.Generator().manual_seed(3), windows=B)
     replay = torch.Generator().manual_seed(3)  # the same draws: trajectory, starts, LPE signs
@@ -152,17 +152,44 @@ def test_windows_drawn_together_equal_windows_drawn_one_by_one(tmp_path):
     assert len(set(starts.tolist())) > 1
     assert group.edge_attr.shape == (B * E, 9 * c) and group.target.shape == group.mask.shape == (B * E, 9, 40)
     assert torch.equal(group.edge_index[:, E:2 * E], graph.edge_index + N)
-    for b, start in enumerate(starts.tolist()):  # one window by the single-window definition
-        states = traj.states[start::stride].t().float()  # [P, c + steps]
-        steps = min(states.shape[1] - c, 40)
-        scaler = LayerwiseScaler(states[:, :c], graph.params)
-        attr = sampler._edges(graph, scaler.scale(states[:, :c])).flatten(1)
-        target = sampler._edges(graph, torch.nn.functional.pad(scaler.scale(states[:, c:c + steps]), (0, 40 - steps)))
+    for b, start in enumerate(starts.tolist()):
         rows = slice(b * E, (b + 1) * E)
-        assert torch.allclose(group.edge_attr[rows], attr, atol=1e-6)
-        assert torch.allclose(group.target[rows], target, atol=1e-6)
-        assert int(group.mask[rows].sum()) == graph.num_params * steps
+        _assert_window_is(group.edge_attr[rows], group.target[rows], group.mask[rows], sampler, start, stride)
         assert torch.equal(group.lpe[b * N:(b + 1) * N], graph.lpe * signs[b])
+
+
+def _assert_window_is(edge_attr, target, mask, sampler, start, stride, c=5, K=40):
+    """One window's rows equal the single-window definition: c inputs and up to K targets, ``stride`` saved
+    states apart from ``start``, scaled with the inputs' statistics."""
+    traj, graph, _ = sampler.items[0]
+    states = traj.states[start::stride].t().float()  # [P, c + steps]
+    steps = min(states.shape[1] - c, K)
+    scaler = LayerwiseScaler(states[:, :c], graph.params)
+    attr = sampler._edges(graph, scaler.scale(states[:, :c])).flatten(1)
+    expected = sampler._edges(graph, torch.nn.functional.pad(scaler.scale(states[:, c:c + steps]), (0, K - steps)))
+    assert torch.allclose(edge_attr, attr, atol=1e-6)
+    assert torch.allclose(target, expected, atol=1e-6)
+    assert int(mask.sum()) == graph.num_params * steps
+
+
+def test_stretched_windows_draw_their_spacing_around_the_inference_spacing(tmp_path):
+    path = _fake_run(tmp_path, 1, n_states=80)  # saved every 10 steps
+    sampler = WindowSampler([path], spacing=50, horizon=40, stretch=0.4)
+    # 30-70 steps apart, of which 60 and 70 leave too few states for 5 inputs and 10 targets (14 x 6 + 1 > 80)
+    assert sampler.items[0][2] == [3, 4, 5]
+    drawn = set()
+    for seed in range(12):
+        w = sampler.sample(torch.Generator().manual_seed(seed), flip_lpe=False)
+        replay = torch.Generator().manual_seed(seed)  # the draws: trajectory, stride, start
+        torch.randint(1, (1,), generator=replay)
+        stride = [3, 4, 5][int(torch.randint(3, (1,), generator=replay))]
+        start = int(torch.randint(80 - 1 - (5 + MIN_FUTURE - 1) * stride + 1, (1,), generator=replay))
+        _assert_window_is(w.edge_attr, w.target, w.mask, sampler, start, stride)
+        drawn.add(stride)
+    assert drawn == {3, 4, 5}
+    assert WindowSampler([path], spacing=50).items[0][2] == [5]  # no stretch: the spacing itself
+    with pytest.raises(ValueError, match="stretch"):
+        WindowSampler([path], spacing=50, stretch=1.0)
 
 
 def test_collate_offsets_nodes(tmp_path):

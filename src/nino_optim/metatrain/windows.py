@@ -1,14 +1,17 @@
 """Training examples for NiNo: windows of c past and up to K future states of a recorded trajectory.
 
 A window starts at a random saved state; its states are ``spacing`` optimizer steps apart (200, as at
-inference with ``period=1000, context=5``). Inputs and targets are scaled with the *inputs'* per-tensor
-statistics (reference section 4.2), mapped to the trajectory's neural graph and zero-padded to the model's 9
+inference with ``period=1000, context=5``), or, with ``stretch``, a spacing drawn around it: a trajectory seen
+240 steps apart moves about as one trained 1.2x faster would at 200, so a stretched window stands in for a run
+with another learning rate. Inputs and targets are scaled with the *inputs'* per-tensor statistics (reference
+section 4.2), mapped to the trajectory's neural graph and zero-padded to the model's 9
 feature slots. The mask is 1 on real (parameter, horizon) entries only: not on padded slots, not past the
 trajectory's end, not on auxiliary edges (residual, head, self-loop).
 """
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +51,21 @@ class WindowSampler:
         paths: trajectory directories.
         context, horizon: c and K.
         spacing: optimizer steps between consecutive states of a window.
+        stretch: windows draw their spacing uniformly from the multiples of the trajectory's saving interval
+            within ``spacing * (1 +- stretch)`` (those the trajectory is long enough for); 0 keeps ``spacing``.
         max_feat_size: feature slots every window is padded to.
         device: where the states are kept and windows are made (an accelerator makes them much faster than the
             CPU, which would otherwise starve meta-training on it); the random draws stay on the CPU.
     """
 
     def __init__(self, paths: list[Path], *, context: int = 5, horizon: int = 40, spacing: int = 200,
-                 max_feat_size: int = 9, device: torch.device | str = "cpu"):
+                 stretch: float = 0.0, max_feat_size: int = 9, device: torch.device | str = "cpu"):
+        if not 0 <= stretch < 1:
+            raise ValueError(f"stretch must be in [0, 1), got {stretch}")
         self.context, self.horizon, self.spacing, self.max_feat_size = context, horizon, spacing, max_feat_size
+        self.stretch = stretch
         self.device = torch.device(device)
-        self.items: list[tuple[Trajectory, NeuralGraph, int]] = []
+        self.items: list[tuple[Trajectory, NeuralGraph, list[int]]] = []  # trajectory, graph, strides
         self._graphs: dict[str, NeuralGraph] = {}  # one graph (and LPE) per architecture, shared by its trajectories
         self.add(paths)
         if not self.items:
@@ -70,10 +78,13 @@ class WindowSampler:
             every = traj.meta["spec"]["save_every"]
             if self.spacing % every:
                 raise ValueError(f"{path}: states every {every} steps cannot give a spacing of {self.spacing}")
-            stride = self.spacing // every
-            if traj.states.shape[0] < (self.context + MIN_FUTURE - 1) * stride + 1:
+            fits = lambda stride: traj.states.shape[0] >= (self.context + MIN_FUTURE - 1) * stride + 1
+            if not fits(self.spacing // every):
                 raise ValueError(f"{path}: {traj.states.shape[0]} states are too few for {self.context} inputs and "
                                  f"{MIN_FUTURE} targets {self.spacing} steps apart")
+            low = max(1, math.ceil(self.spacing * (1 - self.stretch) / every - 1e-9))
+            high = math.floor(self.spacing * (1 + self.stretch) / every + 1e-9)
+            strides = [s for s in range(low, high + 1) if fits(s)]
             arch = traj.meta["spec"]["arch"]
             key = json.dumps(arch, sort_keys=True)
             if key not in self._graphs:
@@ -85,7 +96,7 @@ class WindowSampler:
             if graph.num_params != traj.states.shape[1]:
                 raise ValueError(f"{path}: {traj.states.shape[1]} parameters recorded, the model has {graph.num_params}")
             traj.states = traj.states.to(self.device)
-            self.items.append((traj, graph, stride))
+            self.items.append((traj, graph, strides))
 
     def sample(self, generator: torch.Generator, windows: int = 1, flip_lpe: bool = True) -> Window:
         """``windows`` random windows of one trajectory, collated into one disconnected graph.
@@ -95,7 +106,10 @@ class WindowSampler:
         share every tensor operation, so 4 cost about what 1 does (the official batches are 4 trajectories x
         4 windows); on a GPU that is what bounds meta-training speed.
         """
-        traj, graph, stride = self.items[int(torch.randint(len(self.items), (1,), generator=generator))]
+        traj, graph, strides = self.items[int(torch.randint(len(self.items), (1,), generator=generator))]
+        stride = strides[0]  # a single stride draws nothing: runs without stretch keep their random stream
+        if len(strides) > 1:
+            stride = strides[int(torch.randint(len(strides), (1,), generator=generator))]
         n, c, K = traj.states.shape[0], self.context, self.horizon
         last_start = n - 1 - (c + MIN_FUTURE - 1) * stride
         starts = torch.randint(last_start + 1, (windows,), generator=generator)
