@@ -4,9 +4,9 @@ A window starts at a random saved state; its states are ``spacing`` optimizer st
 inference with ``period=1000, context=5``), or, with ``stretch``, a spacing drawn around it: a trajectory seen
 240 steps apart moves about as one trained 1.2x faster would at 200, so a stretched window stands in for a run
 with another learning rate. Inputs and targets are scaled with the *inputs'* per-tensor statistics (reference
-section 4.2), mapped to the trajectory's neural graph and zero-padded to the model's 9
-feature slots. The mask is 1 on real (parameter, horizon) entries only: not on padded slots, not past the
-trajectory's end, not on auxiliary edges (residual, head, self-loop).
+section 4.2), mapped to the trajectory's neural graph and zero-padded to the model's 9 feature slots. The mask
+is 1 on real (parameter, horizon) entries only: not on padded slots, not past the trajectory's end, not on
+auxiliary edges (residual, head, self-loop).
 """
 from __future__ import annotations
 
