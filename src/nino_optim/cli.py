@@ -78,7 +78,8 @@ def _bench(args: argparse.Namespace) -> None:
                             lr=args.lr, period=args.period, context=args.context, order=args.order,
                             target=_floats(args.target, t != "lm")[0] if args.target else None,
                             ladder=_floats(args.ladder, t != "lm") if args.ladder is not None else None,
-                            train_examples=args.train_examples, test_examples=args.test_examples)
+                            train_examples=args.train_examples, test_examples=args.test_examples,
+                            schedule=args.schedule, warmup=args.warmup)
                 for t in args.task]
     except ValueError as err:
         sys.exit(f"nino-optim bench: {err}")
@@ -97,9 +98,17 @@ def _report(args: argparse.Namespace) -> None:
     from .bench.report import write_report
 
     try:
+        thresholds = {}
+        for item in args.target or []:
+            task, _, values = item.partition("=")
+            levels = _floats(values.replace("/", ","), task != "lm")
+            if not task or not levels:
+                raise ValueError(f"--target {item!r}: expected TASK=TARGET or TASK=TARGET/LADDER1/LADDER2")
+            thresholds[task] = (levels[0], levels[1:])
         md, png, text = write_report(args.runs, args.out, command=args.command_line or None,
-                                     report_command=args.command_text, per_seed=not args.median_only)
-    except FileNotFoundError as err:
+                                     report_command=args.command_text, per_seed=not args.median_only,
+                                     thresholds=thresholds or None)
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"nino-optim report: {err}")
     print(text)
     print(f"written: {md}" + (f", {png}" if png else " (no PNG: matplotlib is not installed)"))
@@ -165,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", nargs="+", default=["fm16"], help="fm16, fm32 and/or lm")
     p.add_argument("--methods", default="adam,linefit+",
                    help="comma-separated: adam (no nowcast), linefit, linefit+, default, nino (official "
-                        "nino_no_posw.pt), wnn+ (official nino_mlp.pt), NAME=SPEC (any nowcaster spec) or a path")
+                        "nino_no_posw.pt), wnn+ (official nino_mlp.pt), NAME=SPEC (any nowcaster spec) or a path; "
+                        "NiNoAdam options in brackets: plain=default[schedule_aware=false]")
     p.add_argument("--seeds", type=int, nargs="+", default=[1000, 2000, 3000])
     p.add_argument("--steps", type=int, default=10_000, help="optimizer steps per run (also NiNoAdam max_steps)")
     p.add_argument("--eval-every", type=int, default=25, help="steps between full test-set evaluations")
@@ -183,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="target test accuracy (default: the task's, 89.5 / 90.5), or validation perplexity for lm")
     p.add_argument("--ladder", default=None,
                    help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; lm: its own)")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="learning rate: constant (the paper's protocol) or linear warmup + cosine decay to zero")
+    p.add_argument("--warmup", type=float, default=0.05, help="cosine: warmup steps as a fraction of --steps")
     p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
     p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")
     p.add_argument("--device", default="cpu", help="where models and data live: cpu, cuda, cuda:1, ...")
@@ -192,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--out", default="docs/bench", help="directory for README.md and curves.png")
     p.add_argument("--median-only", action="store_true", help="plot only the median curve of each method")
+    p.add_argument("--target", nargs="+", default=None, metavar="TASK=T/L1/L2",
+                   help="thresholds read from the curves instead of the recorded ones: the target, then the ladder "
+                        "(e.g. lm=3.3/3.6/3.45 fm16=89.5/88.5/89)")
     p.add_argument("--command-line", default=None,
                    help="the benchmark command to quote in the report (default: the commands stored in the "
                         "results files)")

@@ -104,8 +104,13 @@ def _median(xs: list[float | None]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def summarize(results: list[dict]) -> dict[str, dict]:
-    """Numbers behind the tables: ``{task: {"methods": {name: {...}}, "seeds": [...], ...}}``."""
+def summarize(results: list[dict], thresholds: dict[str, tuple[float, list[float]]] | None = None
+              ) -> dict[str, dict]:
+    """Numbers behind the tables: ``{task: {"methods": {name: {...}}, "seeds": [...], ...}}``.
+
+    ``thresholds``: ``{task: (target, ladder)}`` read from the curves instead of the ones the runs recorded (a
+    scheduled baseline's targets are known only once it has run).
+    """
     tasks: dict[str, dict] = {}
     for r in results:
         t = tasks.setdefault(r["task"], {"task_name": r.get("task_name", r["task"]), "runs": {}})
@@ -113,9 +118,9 @@ def summarize(results: list[dict]) -> dict[str, dict]:
     summary = {}
     for task, t in tasks.items():
         all_runs = [r for rs in t["runs"].values() for r in rs]
-        target = all_runs[0]["target"]
-        ladder = sorted({x for r in all_runs for x in r.get("ladder", [])},
-                        reverse=not all_runs[0].get("higher_is_better", True))  # easiest threshold first
+        target, ladder = (thresholds or {}).get(task, (all_runs[0]["target"],
+                                                       {x for r in all_runs for x in r.get("ladder", [])}))
+        ladder = sorted(ladder, reverse=not all_runs[0].get("higher_is_better", True))  # easiest threshold first
         cap = max(int(r["steps_cap"]) for r in all_runs)
         configs = {json.dumps(r.get("config", {}), sort_keys=True) for r in all_runs}
         methods = {}
@@ -332,16 +337,17 @@ def plot(results: list[dict], summary: dict[str, dict], path: str | os.PathLike,
 
 
 def write_report(runs: str | os.PathLike, out: str | os.PathLike, command: str | None = None,
-                 report_command: str | None = None, per_seed: bool = True) -> tuple[Path, Path | None, str]:
+                 report_command: str | None = None, per_seed: bool = True,
+                 thresholds: dict[str, tuple[float, list[float]]] | None = None) -> tuple[Path, Path | None, str]:
     """Write ``<out>/README.md`` (the tables) and ``<out>/curves.png``; returns (md path, png path, markdown).
 
     The report quotes ``command`` or else the distinct bench commands stored in the results files, then
-    ``report_command``.
+    ``report_command``; ``thresholds`` as for ``summarize``.
     """
     results = load_results(runs)
     if not results:
         raise FileNotFoundError(f"no results files under {runs}; run `nino-optim bench` first")
-    summary = summarize(results)
+    summary = summarize(results, thresholds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -34,6 +34,7 @@ import torch
 
 from .data import load_fashion_mnist
 from .lm import LM_TASK, train_lm_steps_to_target
+from .lr_schedule import SCHEDULES, attach_schedule, warmup_cosine
 from .text import load_kjv
 from .steps_to_target import first_reached, train_steps_to_target
 from .tasks import TASKS
@@ -65,11 +66,13 @@ def official_dir() -> Path | None:
 
 @dataclass(frozen=True)
 class Method:
-    """A named method: ``spec`` is the nowcaster spec (None: plain Adam); ``paper`` its Table 2 row, if any."""
+    """A named method: ``spec`` is the nowcaster spec (None: plain Adam); ``paper`` its Table 2 row, if any;
+    ``options`` further ``NiNoAdam`` keyword arguments, as (name, value) pairs."""
 
     name: str
     spec: str | None
     paper: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def slug(self) -> str:
@@ -78,10 +81,18 @@ class Method:
 
 
 def parse_method(text: str) -> Method:
-    """``adam`` | ``linefit`` | ``linefit+`` | ``default`` | ``nino`` | ``wnn+`` | ``NAME=SPEC`` | a path."""
+    """``adam`` | ``linefit`` | ``linefit+`` | ``default`` | ``nino`` | ``wnn+`` | ``NAME=SPEC`` | a path, each
+    optionally followed by ``NiNoAdam`` keyword arguments in brackets: ``plain=default[schedule_aware=false]``,
+    ``x=nino[k_decay=0;period=500]``."""
     text = text.strip()
     if not text:
         raise ValueError("empty method name")
+    match = re.fullmatch(r"(.*?)\[([^\]]*)\]", text)
+    if match:
+        method = parse_method(match.group(1))
+        if method.spec is None:
+            raise ValueError(f"method {text!r}: options are NiNoAdam arguments; plain Adam takes none")
+        return Method(method.name, method.spec, method.paper, _parse_options(match.group(2), text))
     if "=" in text:
         name, spec = (t.strip() for t in text.split("=", 1))
         if not name or not spec:
@@ -103,6 +114,27 @@ def parse_method(text: str) -> Method:
         return Method(low, str(path), low)
     name = Path(text).stem if Path(text).suffix else text.replace("/", "_")
     return Method(name, text, _paper_kind(text))
+
+
+def _parse_options(text: str, method: str) -> tuple[tuple[str, Any], ...]:
+    """``"a=1;b=false"`` -> ``(("a", 1), ("b", False))``: numbers, ``true``/``false``/``none``, else strings."""
+    options = []
+    for item in (t.strip() for t in text.split(";")):
+        if not item:
+            continue
+        key, sep, value = (t.strip() for t in item.partition("="))
+        if not sep or not key.isidentifier():
+            raise ValueError(f"method {method!r}: expected [name=value;...], got {item!r}")
+        literal = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+        if literal is value:
+            for kind in (int, float):
+                try:
+                    literal = kind(value)
+                    break
+                except ValueError:
+                    pass
+        options.append((key, literal))
+    return tuple(options)
 
 
 def _paper_kind(spec: str) -> str | None:
@@ -139,6 +171,8 @@ class BenchConfig:
     ladder: tuple[float, ...] | None = None  # None: LADDERS[task]
     train_examples: int | None = None  # None: the paper split (55,000); fewer for quick checks
     test_examples: int | None = None  # None: all 10,000
+    schedule: str = "constant"  # or "cosine": linear warmup, then cosine decay to zero at ``steps``
+    warmup: float = 0.05  # warmup steps as a fraction of ``steps`` (cosine only)
 
     def __post_init__(self):
         self.task = self.task.lower().replace("-", "")
@@ -152,6 +186,9 @@ class BenchConfig:
         self.ladder = tuple(sorted(float(t) for t in (LADDERS[self.task] if self.ladder is None else self.ladder)))
         if self.steps <= 0 or self.eval_every <= 0:
             raise ValueError("steps and eval_every must be positive")
+        warmup_cosine(self.steps, self.warmup)  # checks warmup
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
 
     @property
     def higher_is_better(self) -> bool:
@@ -167,6 +204,8 @@ class BenchConfig:
         """What must agree between an existing results file and this run for it to be skipped."""
         d = asdict(self)
         d["ladder"] = list(d["ladder"])
+        if self.schedule == "constant":  # results files from before schedules existed stay valid
+            del d["schedule"], d["warmup"]
         if self.task == "lm":  # the LM task's fixed settings, so that changing them invalidates old results
             d["weight_decay"] = LM_TASK.weight_decay
             d["model"] = LM_TASK.model
@@ -246,16 +285,24 @@ def _peak_rss_mb() -> float:
 
 def make_optimizer_factory(method: Method, cfg: BenchConfig) -> Callable:
     """``model -> optimizer``: Adam(lr, no weight decay) for the image tasks, AdamW(lr, the task's weight decay)
-    for lm, or NiNoAdam around that base with the method's nowcaster."""
+    for lm, or NiNoAdam around that base with the method's nowcaster and options; its learning rate follows
+    ``cfg.schedule`` (a scheduler stepped after every optimizer step)."""
     base = torch.optim.AdamW if cfg.task == "lm" else torch.optim.Adam
     decay = LM_TASK.weight_decay if cfg.task == "lm" else 0.0
-    if method.spec is None:
-        return lambda model: base(model.parameters(), lr=cfg.lr, weight_decay=decay)
-    from ..optimizer import NiNoAdam
 
-    return lambda model: NiNoAdam(model.parameters(), model=model, base=base, lr=cfg.lr, weight_decay=decay,
-                                  nowcaster=method.spec, period=cfg.period, context=cfg.context,
-                                  max_steps=cfg.steps)
+    def make(model: torch.nn.Module) -> torch.optim.Optimizer:
+        if method.spec is None:
+            opt = base(model.parameters(), lr=cfg.lr, weight_decay=decay)
+        else:
+            from ..optimizer import NiNoAdam
+
+            opt = NiNoAdam(model.parameters(), model=model, base=base, lr=cfg.lr, weight_decay=decay,
+                           nowcaster=method.spec, period=cfg.period, context=cfg.context, max_steps=cfg.steps,
+                           **dict(method.options))
+        attach_schedule(opt, cfg.schedule, cfg.steps, cfg.warmup)
+        return opt
+
+    return make
 
 
 def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
@@ -296,7 +343,8 @@ def run_one(method: Method, seed: int, cfg: BenchConfig, data=None,
     nowcast_mean = sum(curve.nowcast_times) / len(curve.nowcast_times) if curve.nowcast_times else None
     return {
         "schema": SCHEMA, "task": cfg.task, "task_name": LM_TASK.name if lm else TASKS[cfg.task].name,
-        "method": method.name, "spec": method.spec, "paper_method": method.paper, "seed": seed,
+        "method": method.name, "spec": method.spec, "options": dict(method.options),
+        "paper_method": method.paper, "seed": seed,
         "config": cfg.protocol(), "target": cfg.target, "ladder": list(cfg.ladder), "steps_cap": cfg.steps,
         "steps_to": steps_to, "steps_to_target": steps_to[f"{cfg.target:g}"],
         "curve": {"steps": curve.steps, "values": curve.values, "train_loss": curve.train_loss},
@@ -338,8 +386,9 @@ def _check_existing(path: Path, cfg: BenchConfig, fingerprint: str | None) -> bo
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False  # unreadable (cannot happen with atomic writes, but then: run it again)
+    # The target and ladder only read the curve (the report can set others): they need not match.
     mismatch = {k: (old.get("config", {}).get(k), v) for k, v in cfg.protocol().items()
-                if old.get("config", {}).get(k) != v}
+                if old.get("config", {}).get(k) != v and k not in ("target", "ladder")}
     if mismatch:
         diff = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was run with another protocol ({diff}); use another --out or delete it")
@@ -388,7 +437,9 @@ def run_benchmark(methods: list[Method], seeds: list[int], cfg: BenchConfig | li
         ``{"done": [...], "skipped": [...], "failed": [...]}`` (paths).
     """
     cfgs = cfg if isinstance(cfg, list) else [cfg]
-    fingerprints = {m.slug: nowcaster_fingerprint(m.spec) for m in methods}  # a bad spec fails here, before any run
+    # A bad spec fails here, before any run; a method's options are part of what a results file must match.
+    fingerprints = {m.slug: nowcaster_fingerprint(m.spec) + "".join(f";{k}={v!r}" for k, v in m.options)
+                    if m.spec is not None else None for m in methods}
     jobs, skipped = [], []
     for c in cfgs:  # seed-major, so that an interrupted benchmark has every method for its first seeds
         for s in seeds:
