@@ -47,11 +47,13 @@ def test_chunking_does_not_change_the_result(official):
     golden = golden_case("case2_nino_fm16")
     graph = build_neural_graph(fm16(), lpe=False)
     whole = official.predict(graph, golden["states"], 40)
+    previous = official.chunk_size  # the module-scoped model is shared: put back exactly what was there
     official.chunk_size = 100
     try:
         chunked = official.predict(graph, golden["states"], 40)
     finally:
-        official.chunk_size = 2**18
+        official.chunk_size = previous
+    assert official.chunk_size == previous
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
