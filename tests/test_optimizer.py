@@ -1,4 +1,7 @@
-"""NiNoAdam as a drop-in torch.optim.Optimizer: timeline, optimizer API, bad input, failed nowcasts, writes."""
+"""NiNoAdam as a drop-in torch.optim.Optimizer: timeline, schedules, optimizer API, bad input, failed nowcasts,
+writes."""
+import copy
+import math
 import warnings
 
 import pytest
@@ -184,6 +187,78 @@ def test_max_horizon_from_nowcaster_and_argument():
     assert make(model, nowcaster=WithHorizon()).k_schedule == k_schedule(MAX_STEPS, PERIOD, 20)
     assert make(model, nowcaster=WithHorizon(), max_horizon=9).k_schedule == k_schedule(MAX_STEPS, PERIOD, 9)
     assert make(model, nowcaster=Recorder(), k_decay=0).k_schedule == [40] * 5
+
+
+# ------------------------------------------------------------------------------------------------ 2. schedules
+def _run_with_lr(lr_at, steps=20, **kw):
+    """Train with the learning rate of step s (0-based) set to lr_at(s); returns (model, optimizer, recorder)."""
+    model = mlp()
+    rec = kw.pop("nowcaster", None) or Recorder(shift=0.5)
+    opt = make(model, lr=lr_at(0), nowcaster=rec, **kw)
+    for s in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s)
+        train_step(model, opt)
+    return model, opt, rec
+
+
+def test_schedule_aware_changes_nothing_at_a_constant_rate():
+    aware, _, rec_aware = _run_with_lr(lambda s: 0.01, steps=30)
+    plain, _, rec_plain = _run_with_lr(lambda s: 0.01, steps=30, schedule_aware=False)
+    assert torch.equal(flat(aware), flat(plain))
+    assert [c["k"] for c in rec_aware.calls] == [c["k"] for c in rec_plain.calls] == [40, 25, 13]
+
+
+def test_schedule_aware_shortens_the_jump_by_the_coming_learning_rate_mass():
+    from nino_optim.schedule import lr_mass_ratio
+
+    lr_at = lambda s: 0.01 * (1 - s / 40)  # linear decay to zero at step 40
+    model, opt, rec = _run_with_lr(lr_at, steps=19)  # the next call (20) is the second nowcast
+    before = opt.history.states()[:, -1].clone()  # captured on call 18; call 20 captures again
+    for g in opt.param_groups:
+        g["lr"] = lr_at(19)
+    train_step(model, opt)
+    lrs = [lr_at(s) for s in (11, 13, 15, 17, 19)]  # the rate set for calls 12, 14, ..., 20
+    k = 25  # the k-decay's second value
+    scaled = k * lr_mass_ratio(lrs, PERIOD // CONTEXT, k * PERIOD // CONTEXT)
+    assert 1 < scaled < k
+    asked = math.ceil(scaled)
+    assert rec.calls[-1]["k"] == asked
+    newest = rec.calls[-1]["states"][:, -1]
+    assert not torch.equal(newest, before)
+    assert torch.allclose(flat(model), newest + 0.5 * scaled / asked)  # that part of the way to newest + 0.5
+
+
+def test_schedule_aware_makes_no_jump_at_a_zero_rate():
+    lr_at = lambda s: max(0.0, 0.01 * (1 - s / 9))  # zero from step 9: the nowcast call 10 has rate 0
+    model, opt, rec = _run_with_lr(lr_at, steps=10)
+    assert len(rec.calls) == 1 and rec.calls[0]["k"] == 1
+    assert torch.equal(flat(model), rec.calls[0]["states"][:, -1])  # parameters stay where they are
+
+
+def test_schedule_aware_off_jumps_the_full_k_decay_under_a_decaying_rate():
+    lr_at = lambda s: 0.01 * (1 - s / 40)
+    model, opt, rec = _run_with_lr(lr_at, steps=20, schedule_aware=False)
+    assert [c["k"] for c in rec.calls] == [40, 25]
+    assert torch.allclose(flat(model), rec.calls[-1]["states"][:, -1] + 0.5)
+
+
+def test_capture_learning_rates_survive_a_checkpoint():
+    lr_at = lambda s: 0.01 * (1 - s / 40)
+    model, opt, rec = _run_with_lr(lr_at, steps=16)
+    state = opt.state_dict()
+    assert state["nino"]["capture_lrs"] == pytest.approx([lr_at(s) for s in (11, 13, 15)])
+    model2 = mlp()
+    model2.load_state_dict(model.state_dict())
+    opt2 = make(model2, lr=0.5, nowcaster=Recorder(shift=0.5))  # another rate now: the saved ones must count
+    opt2.load_state_dict(copy.deepcopy(state))  # as from a file: no tensor shared with the running optimizer
+    for s in range(16, 20):
+        for o in (opt, opt2):
+            for g in o.param_groups:
+                g["lr"] = lr_at(s)
+        train_step(model, opt)
+        train_step(model2, opt2)
+    assert torch.equal(flat(model), flat(model2))
 
 
 # ------------------------------------------------------------------------------------------------ 3. drop-in

@@ -1,7 +1,10 @@
 """The official timeline: capture slots, nowcast calls and the k-decay schedule (nino_optim.schedule)."""
 import pytest
 
-from nino_optim.schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
+import math
+
+from nino_optim.schedule import (capture_slot, filled_slots, horizon_at, k_schedule, lr_mass_ratio,
+                                 validate_timeline)
 
 
 # Values computed with the official code: round(linspace(40**(1/2), 1, max_steps // 1000) ** 2).
@@ -71,3 +74,49 @@ def test_validate_timeline_returns_interval():
 def test_validate_timeline_rejects_bad_values(period, context):
     with pytest.raises(ValueError):
         validate_timeline(period, context)
+
+
+# ------------------------------------------------------------------------------------- learning-rate mass
+def test_lr_mass_ratio_is_exactly_one_at_a_constant_rate():
+    assert lr_mass_ratio([3e-3] * 5, 200, 40 * 200) == 1.0
+
+
+def test_lr_mass_ratio_never_lengthens_a_jump_while_the_rate_rises():
+    assert lr_mass_ratio([0.2, 0.4, 0.6, 0.8, 1.0], 200, 8000) == 1.0
+
+
+def test_lr_mass_ratio_of_a_linear_decay_is_exact():
+    # lr(s) = 1 - s / 10_000 sampled every 200 steps; the window's mean rate is its midpoint's, and the trend
+    # continues exactly: the coming 1000 steps have mean rate lr at their midpoint.
+    lr = lambda s: 1 - s / 10_000
+    lrs = [lr(s) for s in (4200, 4400, 4600, 4800, 5000)]
+    assert lr_mass_ratio(lrs, 200, 1000) == pytest.approx(lr(5500) / lr(4600))
+
+
+def test_lr_mass_ratio_stops_the_trend_at_zero():
+    # Decaying by 0.1 per 200 steps from 0.5: zero 1000 steps after the newest capture; over a 4000-step
+    # horizon the mean rate is 0.5 * 0.5 * 1000 / 4000, against a context mean of 0.7.
+    lrs = [0.9, 0.8, 0.7, 0.6, 0.5]
+    assert lr_mass_ratio(lrs, 200, 4000) == pytest.approx(0.0625 / 0.7)
+
+
+def test_lr_mass_ratio_follows_a_cosine_decay():
+    steps = 10_000
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+
+    def both(t, ahead):
+        lrs = [cosine(t - 800 + 200 * j) for j in range(5)]
+        future = sum(cosine(s) for s in range(t, t + ahead)) / ahead
+        window = sum(cosine(s) for s in range(t - 800, t)) / 800
+        return lr_mass_ratio(lrs, 200, ahead), future / window
+
+    estimate, truth = both(5000, 3200)  # mid-decay, where the trend is nearly straight
+    assert estimate == pytest.approx(truth, rel=0.1)
+    estimate, truth = both(8000, 1000)  # the flattening tail: a straight trend undershoots (a shorter jump)
+    assert 0.6 * truth < estimate < truth
+
+
+def test_lr_mass_ratio_of_a_zero_rate_is_zero_and_of_an_empty_window_one():
+    assert lr_mass_ratio([0.3, 0.2, 0.1, 0.0, 0.0], 200, 200) == 0.0
+    assert lr_mass_ratio([0.0] * 5, 200, 200) == 1.0  # nothing moved: nothing to scale
+    assert lr_mass_ratio([], 200, 200) == 1.0

@@ -7,6 +7,7 @@ of the ``context`` slots is a nowcast: instead of the base step, the nowcaster p
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any, Callable, Iterable
@@ -22,7 +23,7 @@ from .graph.neural_graph import LPE_DIM
 from .history import History
 from .model_graph import ModelGraph
 from .nowcast import load_nowcaster
-from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, validate_timeline
+from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, lr_mass_ratio, validate_timeline
 
 try:  # FSDP2 (fully_shard) parameters are DTensors
     from torch.distributed.tensor import DTensor as _DTensor, distribute_tensor as _distribute_tensor
@@ -51,6 +52,10 @@ class NiNoAdam(Optimizer):
         max_steps: planned number of optimizer steps, which sets the k-decay. Default: 10,000 (with a warning).
         k_decay: the power p of the k-decay; 0 keeps k at its maximum.
         max_horizon: K, the first (largest) k. Default: the nowcaster's ``max_horizon``, else 40.
+        schedule_aware: shorten each jump to the movement the coming steps will make under the learning-rate
+            schedule: k is scaled by the learning-rate mass of the coming k * (period // context) steps relative
+            to the context window's rate (``schedule.lr_mass_ratio``; the rate is read from ``param_groups`` at
+            each capture). With a constant rate nothing changes; a jump is never longer than the k-decay's.
         history_device, history_dtype: where past states live (default: the parameters' device; float32, or
             float64 for float64 models).
         nowcaster_device: where a neural nowcaster computes. Default: the parameters' device for a nowcaster
@@ -65,7 +70,7 @@ class NiNoAdam(Optimizer):
                  betas: tuple[float, float] | None = None, eps: float | None = None,
                  weight_decay: float | None = None, base: type[Optimizer] | Optimizer | None = None,
                  nowcaster: Any = "default", period: int = 1000, context: int = 5, max_steps: int | None = None,
-                 k_decay: float = 2.0, max_horizon: int | None = None,
+                 k_decay: float = 2.0, max_horizon: int | None = None, schedule_aware: bool = True,
                  history_device: torch.device | str | None = None, history_dtype: torch.dtype | None = None,
                  nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False,
                  lpe: bool = True, **base_kwargs: Any):
@@ -78,6 +83,8 @@ class NiNoAdam(Optimizer):
         self.nowcaster = load_nowcaster(nowcaster)
         self.period, self.context = period, context
         self.reset_base_state = reset_base_state
+        self.schedule_aware = bool(schedule_aware)
+        self._capture_lrs = [0.0] * context  # the learning rate at each capture of the current cycle
 
         base_params = [p for group in self.base.param_groups for p in group["params"]]
         super().__init__(base_params, self.base.defaults)
@@ -142,6 +149,7 @@ class NiNoAdam(Optimizer):
         if slot is not None:  # FSDP2 shards are gathered (a collective: every rank captures on the same calls)
             self.history.capture([_full(p) for p in self._flat_params] if self._sharded else self._flat_params,
                                  slot)
+            self._capture_lrs[slot] = self._current_lr()
         if slot == self.context - 1:
             loss = None
             if closure is not None:
@@ -154,13 +162,34 @@ class NiNoAdam(Optimizer):
         return loss
 
     # ----------------------------------------------------------------------------------------- nowcast
-    def _nowcast(self, call: int) -> None:
+    def _current_lr(self) -> float:
+        """The learning rate of this step, averaged over param groups weighted by their number of elements."""
+        sizes = [sum(p.numel() for p in g["params"]) for g in self.param_groups]
+        lrs = [float(g.get("lr", 0.0)) for g in self.param_groups]
+        return sum(n * lr for n, lr in zip(sizes, lrs)) / max(1, sum(sizes))
+
+    def _horizon(self, call: int) -> tuple[int, float]:
+        """(k to ask the nowcaster for, fraction of its jump to take): (k, 1.0) from the k-decay, or with
+        ``schedule_aware`` the scaled horizon k' rounded up to an integer k with the fraction k' / k."""
         k = horizon_at(call, self.k_schedule, self.period)
+        if not self.schedule_aware:
+            return k, 1.0
+        scaled = k * lr_mass_ratio(self._capture_lrs, self.interval, k * self.interval)
+        if scaled >= k:
+            return k, 1.0
+        k_asked = max(1, math.ceil(scaled - 1e-9))
+        return k_asked, scaled / k_asked
+
+    def _nowcast(self, call: int) -> None:
+        k, fraction = self._horizon(call)
         num_params = self.history.buffer.shape[1]
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         pred, problem = None, None
         if not distributed or dist.get_rank() == 0:
             pred, problem = self._predict(k)
+            if pred is not None and fraction < 1.0:  # part of the way from the newest state to the prediction
+                newest = self.history.states()[:, -1].to(pred)
+                pred = torch.lerp(newest, pred, fraction)
         if distributed:  # rank 0 predicts; a rejected prediction travels as NaN so every rank skips together
             # In the history's dtype (a float64 model's prediction is not rounded to float32), on a device the
             # backend can send (NCCL only sends CUDA tensors, even when the history is kept on the CPU).
@@ -220,6 +249,7 @@ class NiNoAdam(Optimizer):
         graph = self._graph.get() if self._graph.ready else None
         state["nino"] = {"version": 1, "steps_done": self._calls, "period": self.period, "context": self.context,
                          "num_params": num_params, "history": self.history.export(filled),
+                         "capture_lrs": self._capture_lrs[:filled],
                          # Eigenvectors of degenerate eigenvalues depend on floating-point noise: keep the ones used.
                          "lpe": graph.lpe if graph is not None and graph.has_lpe else None}
         for hook in self._optimizer_state_dict_post_hooks.values():
@@ -258,6 +288,10 @@ class NiNoAdam(Optimizer):
         else:
             self.history.restore(nino["history"])
             self._calls = int(nino["steps_done"])
+            lrs = [float(x) for x in nino.get("capture_lrs", [])]  # absent in older checkpoints: a constant rate
+            filled = nino["history"].shape[0]
+            lrs += [self._current_lr()] * (filled - len(lrs))
+            self._capture_lrs[:filled] = lrs[:filled]
             if nino.get("lpe") is not None:
                 self._graph.restore_lpe(nino["lpe"])
         for hook in self._optimizer_load_state_dict_post_hooks.values():

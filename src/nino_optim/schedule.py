@@ -48,3 +48,41 @@ def k_schedule(max_steps: int, period: int, max_horizon: int = 40, power: float 
 def horizon_at(call: int, schedule: list[int], period: int) -> int:
     """k for the nowcast on 1-based call ``call`` (the schedule's last value once it runs out)."""
     return schedule[min(len(schedule) - 1, (call - 1) // period)]
+
+
+def lr_mass_ratio(lrs: list[float], interval: int, ahead: int) -> float:
+    """How far the coming ``ahead`` steps will move, relative to steps like those of the context window.
+
+    A nowcaster trained at constant learning rates predicts the movement of ``ahead`` more steps at the pace of
+    the states it reads. Under a decaying schedule the coming steps move less: this is the ratio of their
+    learning-rate mass to that of as many steps at the context window's mean rate, in [0, 1].
+
+    Args:
+        lrs: the learning rate at each of the c captures, oldest first, ``interval`` steps apart (the newest at
+            the nowcast call).
+        interval: steps between captures.
+        ahead: the horizon in steps (k * interval).
+
+    The context rate is the trapezoid mean of ``lrs`` (the rate over the intervals the nowcaster saw). The future
+    rate continues the least-squares linear trend of ``lrs`` from the newest value, floored at zero, which follows
+    smooth decays (cosine, linear) closely. The ratio is capped at 1: a rising rate (warmup) never lengthens a
+    jump beyond the k-decay, and a constant rate gives exactly 1.
+    """
+    c = len(lrs)
+    if c == 0 or ahead <= 0:
+        return 1.0
+    if c == 1:
+        context_rate, slope = float(lrs[0]), 0.0
+    else:
+        context_rate = (sum(lrs) - 0.5 * (lrs[0] + lrs[-1])) / (c - 1)
+        mean_x, mean_y = (c - 1) / 2, sum(lrs) / c
+        slope = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(lrs)) / sum((i - mean_x) ** 2 for i in range(c))
+        slope /= interval  # per step
+    if context_rate <= 0:  # nothing moved in the window: there is no pace to scale
+        return 1.0
+    now = max(0.0, float(lrs[-1]))
+    if slope >= 0 or now + slope * ahead >= 0:
+        future_rate = now + 0.5 * slope * ahead
+    else:  # the trend reaches zero within the horizon at now / -slope steps
+        future_rate = 0.5 * now * (now / -slope) / ahead
+    return min(1.0, max(0.0, future_rate / context_rate))
