@@ -10,6 +10,7 @@ Adam.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -21,7 +22,9 @@ from sklearn.datasets import load_digits
 
 from nino_optim import NiNoAdam
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "shared" / "upstream-checkpoints"
+# The official checkpoints join the comparison when NINO_REFERENCE_DIR holds them (upstream-checkpoints/).
+_REFERENCE = os.environ.get("NINO_REFERENCE_DIR")
+CHECKPOINTS = Path(_REFERENCE) / "upstream-checkpoints" if _REFERENCE else None
 THRESHOLDS = (0.1, 0.03, 0.01, 0.003)
 
 
@@ -69,7 +72,8 @@ def main() -> None:
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target)
     methods = ["adam", "linefit", "linefit+"]
-    methods += [str(CHECKPOINTS / name) for name in ("nino_mlp.pt", "nino_no_posw.pt") if (CHECKPOINTS / name).exists()]
+    methods += [str(CHECKPOINTS / name) for name in ("nino_mlp.pt", "nino_no_posw.pt")
+                if CHECKPOINTS and (CHECKPOINTS / name).exists()]
 
     print(f"digits MLP, {args.steps} steps, batch 64, lr 1e-3, seeds {args.seeds}; "
           f"steps until the training-set loss <= threshold (median over seeds; '-' = not reached)")

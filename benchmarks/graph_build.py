@@ -34,9 +34,9 @@ SIZES = {
     "7M": (128, 4, 4),
     "30M": (384, 6, 6),
 }
-# The official implementation measured on this 2-core machine (issue 5): total s, extra GB (None: not given).
+# The official implementation measured on a 2-core CPU machine: total s, extra GB (None: not given).
 OFFICIAL = {"3.4M": (2.7, None), "30M": (30.9, 6.6)}
-# Issue 5's targets: at most a third of the official figures.
+# Targets: at most a third of the official figures.
 TARGET = {"3.4M": (0.9, None), "30M": (10.0, 2.2)}
 
 def child(size: str, max_gb: float, out: str) -> None:
@@ -147,7 +147,7 @@ def main() -> None:
         for w in r.get("warnings", []):
             print(f"[{size}] warning: {w}", file=sys.stderr)
     print(f"GPT-2-style models (vocab 50257, 1024 positions), each in a fresh process; torch threads "
-          f"{_torch_threads()}, {os.cpu_count()} CPUs. Official/target figures from issue 5 (this machine).\n")
+          f"{_torch_threads()}, {os.cpu_count()} CPUs. Official: the official implementation on a 2-core CPU; target: a third of it.\n")
     print(table(results))
     if any(not r.get("peak_reset", True) for r in results if "params" in r):
         print("\nNote: the RSS high-water mark could not be reset; extra memory is measured against the peak "

@@ -1,4 +1,4 @@
-"""One NiNo nowcast on a CUDA GPU: wall time and extra peak GPU memory for GPT-2-style models (issue 6).
+"""One NiNo nowcast on a CUDA GPU: wall time and extra peak GPU memory for GPT-2-style models.
 
 The GPU counterpart of ``nowcast_step.py`` (which measures the CPU and its RSS). For each size the Hugging Face
 GPT-2 model's neural graph and LPE are built on the CPU (not timed), the official checkpoint is moved to the GPU

@@ -1,4 +1,4 @@
-"""Wall time and extra peak memory of ONE NiNo nowcast for GPT-2-style models, chunked vs unchunked (issue 6).
+"""Wall time and extra peak memory of ONE NiNo nowcast for GPT-2-style models, chunked vs unchunked.
 
 Each model is a Hugging Face ``GPT2LMHeadModel`` built from a ``GPT2Config`` (GPT-2 vocabulary of 50257,
 1024 positions; nothing is downloaded). Each size runs in a fresh subprocess, so its memory is its own:
@@ -12,13 +12,15 @@ Each model is a Hugging Face ``GPT2LMHeadModel`` built from a ``GPT2Config`` (GP
 * one row per ``chunk_size`` (``--chunks``; ``all`` = the number of edges, i.e. no chunking) and edge state
   (``--edge-states``: float32, bfloat16 or recompute; see ``nowcast/stream.py``), and the max abs difference of
   each row's prediction from the first row's (float32 rows must agree to ~1e-5);
-* % of 1000 steps: nowcast s / (1000 x 10 s), the issue's nominal step, and nowcast s / (1000 x step s) with
+* % of 1000 steps: nowcast s / (1000 x 10 s), a nominal training step, and nowcast s / (1000 x step s) with
   step s = one AdamW step of the model at 8 x 1024 tokens measured in the same process (``--train-step``).
 
 The child is bounded: its address space may grow by at most ``--max-gb`` beyond what it holds before the
 nowcasts (``RLIMIT_AS``), and the parent kills it if its RSS passes ``--max-gb`` beyond its start or it runs past
 ``--timeout``; either is reported in the table rather than raised. ``--profile FILE`` writes cProfile
 statistics of the first nowcast of each size (FILE gets the size appended).
+
+Needs the official checkpoint at ``$NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt``.
 
     python benchmarks/nowcast_step.py [--sizes 1M 3.4M 7M 30M] [--chunks 65536 all] [--edge-states auto]
                                       [--timeout 900]
@@ -44,15 +46,16 @@ SIZES = {
     "7M": (128, 4, 4),
     "30M": (384, 6, 6),
 }
-CHECKPOINT = "/work/shared/upstream-checkpoints/nino_no_posw.pt"
+# The official checkpoint: $NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt (children inherit the variable).
+CHECKPOINT = os.path.join(os.environ.get("NINO_REFERENCE_DIR", ""), "upstream-checkpoints", "nino_no_posw.pt")
 K = 40
 CTX = 5
-# The official implementation on this 2-core machine (issue 6): nowcast s, extra GB.
+# The official implementation on a 2-core CPU machine: nowcast s, extra GB.
 OFFICIAL = {"3.4M": (65.5, 6.5)}
-# Issue 6's targets: at most a quarter of the official time and a third of its extra memory.
+# Targets: at most a quarter of the official time and a third of its extra memory.
 TARGET = {"3.4M": (16.0, 2.2)}
-NOMINAL_STEP_S = 10.0  # the issue's ~10 s per training step (8 x 1024 tokens) on this machine
-MAX_SHARE = 0.3  # % of 1000 training steps the issue allows
+NOMINAL_STEP_S = 10.0  # ~10 s per training step (8 x 1024 tokens) on a 2-core CPU machine
+MAX_SHARE = 0.3  # target: at most this % of 1000 training steps
 
 def _random_walk_states(flat, steps: int, seed: int = 0):
     """[P, steps] float32: flat, then a random walk from it (oldest to newest), step ~ 1e-3 * per-element noise."""
@@ -296,6 +299,9 @@ def main() -> None:
     for c in args.chunks:
         if c != "all" and not c.isdigit():
             parser.error(f"--chunks takes integers or 'all', got {c!r}")
+    if not os.path.isfile(CHECKPOINT):
+        parser.error(f"the official checkpoint is not at {CHECKPOINT!r}: set NINO_REFERENCE_DIR to the directory "
+                     "holding upstream-checkpoints/nino_no_posw.pt")
     if args.child:
         child(args.child, args.chunks, args.edge_states, args.max_gb, args.do_train_step,
               str(args.profile) if args.profile else None, args.out)
@@ -319,8 +325,9 @@ def main() -> None:
           f"CPU s: the process's user+sys seconds during the nowcast; load: the 1-minute load average "
           f"just before it (other jobs on the machine slow the wall time). Max abs diff: against the first "
           f"chunk_size's prediction. Step s: one AdamW step at 8 x 1024 tokens "
-          f"measured in the same process; % of 1000 × 10 s uses the issue's nominal step. Official figures and "
-          f"targets from issue 6 (target also ≤ {MAX_SHARE}% of 1000 steps).\n")
+          f"measured in the same process; % of 1000 × 10 s uses a nominal 10 s step. Official figures: the official "
+          f"implementation on a 2-core CPU; targets: a quarter of its time, a third of its memory, "
+          f"≤ {MAX_SHARE}% of 1000 steps.\n")
     print(table(results))
     if any(not x.get("peak_reset", True) for r in results for x in r.get("runs", [])):
         print("\nNote: the RSS high-water mark could not be reset; extra memory is measured against the peak "

@@ -4,8 +4,12 @@ Every method trains the same convnet from the same initialisation on the same ba
 is Adam plus one nowcast every 1000 steps. The table gives the steps each method needs to reach each test
 accuracy threshold and the reduction vs Adam; the PNG shows test accuracy vs step.
 
-    python examples/demo.py                      # Adam, NiNoAdam('default') and the official NiNo if present
-    python examples/demo.py --steps 10000 --eval-every 50 --methods adam,linefit+,nino --nino nino_no_posw.pt
+    python examples/demo.py                      # Adam and NiNoAdam with the bundled weights ('default')
+    python examples/demo.py --official DIR       # ... and the official NiNo checkpoint DIR/nino_no_posw.pt
+    python examples/demo.py --steps 10000 --eval-every 50 --methods adam,linefit+,nino --official nino_no_posw.pt
+
+The official checkpoints (nino_no_posw.pt, nino_mlp.pt) are not part of the package: ``--official`` takes their
+directory (or the nino_no_posw.pt file); without it, ``$NINO_REFERENCE_DIR/upstream-checkpoints`` if that is set.
 
 Needs Fashion-MNIST (`apt-get install dataset-fashion-mnist`, or NINO_FASHION_MNIST=<dir>) and matplotlib.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -25,10 +30,9 @@ from nino_optim.bench import TASKS, load_fashion_mnist, set_threads, train_steps
 from nino_optim.bench.data import DatasetMissingError
 from nino_optim.bench.steps_to_target import reduction
 
-# The official checkpoints, where present: ../shared/upstream-checkpoints beside the repository.
-OFFICIAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "upstream-checkpoints"
-OFFICIAL_NINO = OFFICIAL_DIR / "nino_no_posw.pt"
-OFFICIAL_WNN = OFFICIAL_DIR / "nino_mlp.pt"
+# The official checkpoints' file names (methods 'nino' and 'wnn').
+OFFICIAL_NINO = "nino_no_posw.pt"
+OFFICIAL_WNN = "nino_mlp.pt"
 
 # Defaults measured on a 2-core CPU (torch 2.13 CPU wheel): on an idle machine ~20 ms per FM-16 step (2 threads)
 # and ~1 s per 10k-image evaluation, so 5000 steps with an evaluation every 100 take ~2.5 minutes per method
@@ -49,10 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=DEFAULT_EVAL_EVERY, help="steps between test evaluations")
     p.add_argument("--seed", type=int, default=1000, help="seed of the initialisation and batch order (shared)")
     p.add_argument("--methods", default=None, help="comma-separated, from: " + ", ".join(LABELS) +
-                   ". Default: adam,default, plus nino when the official checkpoint is found or --nino is given")
-    p.add_argument("--nino", default=None, help="official NiNo checkpoint (.pt) for the 'nino' method "
-                   f"(default: {OFFICIAL_NINO} if it exists)")
-    p.add_argument("--wnn", default=None, help=f"official WNN+ checkpoint for the 'wnn' method (default: {OFFICIAL_WNN})")
+                   ". Default: adam,default, plus nino when an official checkpoint is given")
+    p.add_argument("--official", default=None, metavar="PATH",
+                   help=f"directory of the official checkpoints ({OFFICIAL_NINO} for 'nino', {OFFICIAL_WNN} for "
+                   f"'wnn'), or the {OFFICIAL_NINO} file (default: $NINO_REFERENCE_DIR/upstream-checkpoints if set)")
     p.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
                    help="comma-separated test accuracies (fractions or percentages)")
     p.add_argument("--task", default="fm16", choices=sorted(TASKS))
@@ -66,8 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_methods(args: argparse.Namespace) -> dict[str, object]:
     """Method name -> nowcaster spec (None for plain Adam)."""
-    nino = args.nino or (str(OFFICIAL_NINO) if OFFICIAL_NINO.is_file() else None)
-    wnn = args.wnn or (str(OFFICIAL_WNN) if OFFICIAL_WNN.is_file() else None)
+    nino, wnn = official_checkpoints(args.official)
     if args.methods:
         names = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     else:
@@ -77,11 +80,28 @@ def resolve_methods(args: argparse.Namespace) -> dict[str, object]:
         if name not in LABELS:
             sys.exit(f"unknown method {name!r}; choose from {', '.join(LABELS)}")
         if name == "nino" and not nino:
-            sys.exit("method 'nino' needs an official checkpoint: pass --nino PATH/nino_no_posw.pt")
+            sys.exit(f"method 'nino' needs the official checkpoint: pass --official DIR (holding {OFFICIAL_NINO})")
         if name == "wnn" and not wnn:
-            sys.exit("method 'wnn' needs an official WNN+ checkpoint: pass --wnn PATH/nino_mlp.pt")
+            sys.exit(f"method 'wnn' needs the official WNN+ checkpoint: pass --official DIR (holding {OFFICIAL_WNN})")
         specs[name] = {"adam": None, "nino": nino, "wnn": wnn}.get(name, name)
     return specs
+
+
+def official_checkpoints(official: str | None) -> tuple[str | None, str | None]:
+    """(NiNo, WNN+) official checkpoint paths that exist, from ``--official`` or ``$NINO_REFERENCE_DIR``."""
+    reference = os.environ.get("NINO_REFERENCE_DIR")
+    if official is None and not reference:
+        return None, None
+    path = Path(official) if official is not None else Path(reference) / "upstream-checkpoints"
+    if path.is_file():
+        nino, wnn = path, path.with_name(OFFICIAL_WNN)
+    elif path.is_dir():
+        nino, wnn = path / OFFICIAL_NINO, path / OFFICIAL_WNN
+    elif official is not None:
+        sys.exit(f"--official {official}: no such file or directory")
+    else:
+        return None, None
+    return (str(nino) if nino.is_file() else None), (str(wnn) if wnn.is_file() else None)
 
 
 def make_factory(spec, lr: float, steps: int, period: int):

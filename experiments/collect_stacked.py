@@ -4,7 +4,7 @@ Both record the same trajectories (states every 40 steps, the zoo's seeds and le
 per second of each and their ratio. On a GPU, where one 14k-parameter convnet cannot fill the device, stacking is
 meant to pay; on a CPU core it is slower (0.79x at 4, 0.47x at 16 on the project's 2-core machine).
 
-    python benchmarks/collect_stacked.py --members 8 --steps 400 --device cuda
+    python experiments/collect_stacked.py --members 8 --steps 400 --device cuda
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ trained on N trajectories, ``metatrain`` on ``--full`` of them, or any run named
 the "all horizons" column against N, with the predictors that do not depend on N (no change, Linefit+, the
 official checkpoint, the bundled weights a fine-tune starts from) as horizontal lines.
 
-    python benchmarks/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 76 --iterations 3000 \
+    python experiments/data_scaling.py docs/pretrained/heldout_metaloss.txt --full 76 --iterations 3000 \
         --out docs/pretrained/data_scaling.png
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def read_table(path: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", help="saved output of benchmarks/heldout_metaloss.py")
+    parser.add_argument("table", help="saved output of experiments/heldout_metaloss.py")
     parser.add_argument("--full", type=int, help="trajectories the run named 'metatrain' used")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=N",
                         help="the table's row NAME was trained on N trajectories (instead of the metatrain_n names)")

@@ -12,8 +12,8 @@ side (``torch.cuda.synchronize`` around every run; the first fused run, which co
 Exits 1 if a case fails to run or differs by more than 1e-4 times max(1, largest reference value): float32 sums
 over a thousand edges carry rounding of ~1e-7 of their size, and atomics add in another order than torch.
 
-    python benchmarks/fused_check.py                      # CUDA: D = 128, n = 1000, 65536, 1000000
-    python benchmarks/fused_check.py --device cpu --small   # a dry run in Triton's interpreter (sets TRITON_INTERPRET)
+    python experiments/fused_check.py                      # CUDA: D = 128, n = 1000, 65536, 1000000
+    python experiments/fused_check.py --device cpu --small   # a dry run in Triton's interpreter (sets TRITON_INTERPRET)
 """
 from __future__ import annotations
 

@@ -1,39 +1,38 @@
 #!/usr/bin/env bash
-# What this project runs on a lent GPU machine, in one prepared command (several processes share the GPU):
-#   nowcast   the nowcast on CUDA (issue 6): benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2
-#   fused     the Triton message-sum kernel (issue 6): its tests on CUDA, benchmarks/fused_check.py, and the
-#             nowcast with the native and triton backends
-#   baselines the benchmark's baselines (issue 7): FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with
-#             Adam and NiNo; 3 seeds each, in the background until the end
-#   stacking  how much faster FM-16 convnets collect stacked (benchmarks/collect_stacked.py, about a minute,
+# Every GPU measurement of the project in one deadline-bounded command (several processes share the GPU):
+#   nowcast   one nowcast on CUDA: benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2
+#   fused     the Triton message-sum kernel: its tests on CUDA, experiments/fused_check.py, and the nowcast with
+#             the native and triton backends
+#   baselines the benchmark's baselines: FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with Adam and NiNo;
+#             3 seeds each, in the background until the end
+#   stacking  how much faster FM-16 convnets collect stacked (experiments/collect_stacked.py, about a minute,
 #             before the collection; deadlines stay where they are)
-#   collect   trajectories for meta-training (issue 3), added to any carried in .gpu/trajectories; STACK=N
-#             trains Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`);
+#   collect   trajectories for meta-training, added to any carried in .gpu/trajectories; STACK=N trains
+#             Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`);
 #             STACK=auto: the largest of 8 and 32 that the stacking phase measured at least size/4 times
 #             faster than single runs (so that a stack takes at most 4x a single run's time), else 1
 #   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
-#             the same results as `own`, so that the three come from one call
+#             the same results as `own`, so that the three come from one run
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
-#   own       the project's weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
-#   compare   the bundled default weights, Adam and the official NiNo in one benchmark run (FM-16, FM-32, lm x
-#             3 seeds; issue 3 asks for the three side by side)
+#   own       the new weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
+#   compare   the bundled default weights, Adam and the official NiNo side by side in one benchmark run (FM-16,
+#             FM-32, lm x 3 seeds)
 # PHASES picks them (default: all). Each phase has a deadline (seconds after the start) and keeps what finished;
 # results are packed into $OUT after each phase.
 #
-# Needs (carried in .gpu/, ignored by git): fashion-mnist/*.gz, upstream/nino_no_posw.pt (+ nino_mlp.pt for
-# baselines), kjv.txt (`bible -f gen1:1-rev22:21`), optionally trajectories/ (added to the training data) and
-# unseen/ (trajectories only evaluated: the CPU-recorded convnets 24x32x24 s1007, 8x48x16 s1011 and four of
-# FM-16's 16x32x32, s2001-s2005).
-# Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work scripts/gpu_session.sh
-# Next runs: PHASES="stacking collect reference metatrain own" SCALE=xl STACK=auto (one call of about 9.5
-# minutes: stacked collection if it measures faster, variants of new weights, the best on unseen convnets
-# benchmarked beside Adam and the official checkpoint); or, with the better weights bundled, PHASES=compare
-# SCALE=long (about 4 minutes: Adam, official, default in one run)
+# Needs (in .gpu/, ignored by git): fashion-mnist/*.gz, upstream-checkpoints/nino_no_posw.pt (+ nino_mlp.pt for
+# baselines; .gpu is the NINO_REFERENCE_DIR of the run), kjv.txt (`bible -f gen1:1-rev22:21`), optionally
+# trajectories/ (added to the training data) and unseen/ (trajectories only evaluated: the CPU-recorded convnets
+# 24x32x24 s1007, 8x48x16 s1011 and four of FM-16's 16x32x32, s2001-s2005).
+# Dry run on the CPU: DEVICE=cpu SCALE=tiny OUT=/tmp/gpu_dry WORK=/tmp/gpu_dry_work experiments/gpu_run.sh
+# Examples: PHASES="stacking collect reference metatrain own" SCALE=xl STACK=auto (about 9.5 minutes: stacked
+# collection if it measures faster, variants of new weights, the best on unseen convnets benchmarked beside Adam
+# and the official checkpoint); PHASES=compare SCALE=long (about 4 minutes: Adam, official, default in one run)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PYTHONPATH=$ROOT/src:$ROOT/benchmarks PYTHONUNBUFFERED=1
-export NINO_FASHION_MNIST=$ROOT/.gpu/fashion-mnist NINO_OFFICIAL_CHECKPOINTS=$ROOT/.gpu/upstream
+export NINO_FASHION_MNIST=$ROOT/.gpu/fashion-mnist NINO_REFERENCE_DIR=$ROOT/.gpu
 export NINO_KJV_TEXT=$ROOT/.gpu/kjv.txt
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -44,7 +43,7 @@ mkdir -p "$OUT" "$W/logs" "$W/trajectories"
 START=$(date +%s)
 at() { echo $(( $(date +%s) - START )); }
 left() { local s=$(( $1 - $(at) )); echo $(( s > 1 ? s : 1 )); }  # seconds to deadline $1 (after start)
-log() { echo "[$(at)s] $*" | tee -a "$W/logs/session.log"; }
+log() { echo "[$(at)s] $*" | tee -a "$W/logs/run.log"; }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 collected() {  # waits for the collection to end (its deadline), then stops whatever it left on the GPU
   wait $COLLECT
@@ -79,8 +78,8 @@ case "${SCALE:-full}" in
     # come (--watch), its learning rate annealed over the time left (TIMED: --seconds), so it trains about 300 s
     # instead of 175. VARIANTS meta-train side by side (NAME:INIT:LR, INIT empty for a seeded random start); the
     # one with the lowest masked L1 on .gpu/unseen (the bundled default competing) goes into the benchmark,
-    # beside Adam and the official checkpoint run in the same call (once the collection has ended).
-    # Measured on an H200 (2026-11-28, collection and meta-training one after the other): 60 trajectories by
+    # beside Adam and the official checkpoint run in the same command (once the collection has ended).
+    # Measured on an H200 (collection and meta-training one after the other): 60 trajectories by
     # 210 s with 14 processes; loading them takes a meta-training process about 35 s; 17-20 iterations/s each with
     # 3 side by side and the reference benchmark running; up to 50 GB of GPU memory each (16 windows of the
     # larger GPTs): a third ran out of memory. A short check: continued from the bundled weights at lr 3e-3 on
@@ -109,7 +108,7 @@ if [ "$DEVICE" = cuda ] && [ "$gpu_mib" -lt 100000 ] && [ -n "${VARIANTS:-}" ]; 
   log "$gpu_mib MiB of GPU memory: one variant, $VARIANTS"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$W/logs/nvidia-smi.txt" 2>&1
-# GPU memory and load every 5 s, to size the next call (meta-training side by side can run out of memory)
+# GPU memory and load every 5 s, to size later runs (meta-training side by side can run out of memory)
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 5 > "$W/logs/gpu_usage.csv" 2> /dev/null &
 GPU_LOG=$!
 
@@ -128,7 +127,7 @@ fi
 
 if has nowcast && [ "$DEVICE" = cuda ]; then  # alone on the GPU, so that its timings are clean
   timeout "$(left $T_NOW)" $PY benchmarks/nowcast_cuda.py --sizes $NOWCAST_SIZES --chunks 65536 all \
-    --edge-states float32 bfloat16 recompute --checkpoint .gpu/upstream/nino_no_posw.pt \
+    --edge-states float32 bfloat16 recompute --checkpoint .gpu/upstream-checkpoints/nino_no_posw.pt \
     --json "$W/nowcast_cuda.json" > "$W/logs/nowcast_cuda.log" 2>&1
   log "nowcast_cuda rc=$?"
 fi
@@ -136,10 +135,11 @@ fi
 BACKGROUND=()
 if has fused; then  # timings alone on the GPU; each step runs even if an earlier one failed
   {
-    timeout "$(left $T_FUSED)" $PY benchmarks/fused_check.py --device $DEVICE
+    timeout "$(left $T_FUSED)" $PY experiments/fused_check.py --device $DEVICE
     echo "fused_check rc=$?"
     timeout "$(left $T_FUSED)" $PY benchmarks/nowcast_cuda.py --sizes $NOWCAST_SIZES --chunks 65536 all \
-      --edge-states float32 --backends native triton --cpu-check --checkpoint .gpu/upstream/nino_no_posw.pt \
+      --edge-states float32 --backends native triton --cpu-check \
+      --checkpoint .gpu/upstream-checkpoints/nino_no_posw.pt \
       --json "$W/nowcast_fused.json"
     echo "nowcast_cuda (backends) rc=$?"
   } > "$W/logs/fused.log" 2>&1
@@ -157,7 +157,7 @@ if has baselines; then
 fi
 
 if has stacking; then  # alone on the GPU, so that its timings are clean
-  timeout ${STACKING_S:-75} $PY benchmarks/collect_stacked.py --members 1 8 32 --steps $(( CSTEPS / 25 )) \
+  timeout ${STACKING_S:-75} $PY experiments/collect_stacked.py --members 1 8 32 --steps $(( CSTEPS / 25 )) \
     --device $DEVICE > "$W/logs/collect_stacked.log" 2>&1
   log "collect_stacked rc=$?: $(tail -n 3 "$W/logs/collect_stacked.log" | tr '\n' ' ')"
 fi
@@ -238,8 +238,8 @@ if has own; then
   weights=()  # every run's weights (with VARIANTS, metatrain/ becomes a link to the chosen one below)
   for d in "$W"/metatrain*/weights; do [ -f "$d/model.safetensors" ] && weights+=("$d"); done
   if [ -d .gpu/unseen ] && [ ${#weights[@]} -gt 0 ]; then  # convnets recorded on the CPU that no weights saw
-    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
-      --spacing 200 --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+    timeout "$(left $T_END)" $PY experiments/heldout_metaloss.py --data .gpu/unseen --val-every 1 --windows 64 \
+      --spacing 200 --device $DEVICE default "${weights[@]}" .gpu/upstream-checkpoints/nino_no_posw.pt \
       > "$W/logs/unseen_metaloss.log" 2>&1
     log "unseen convnets rc=$?"
   fi
@@ -264,8 +264,8 @@ if has own && [ -n "$OWN_SPEC" ]; then
     "${BENCH[@]}" > "$W/logs/bench_own.log" 2>&1 &
   OWN=$!
   if [ -z "${WATCH_AT:-}" ]; then  # with --watch, trajectories that arrived later were trained on, whatever their name
-    timeout "$(left $T_END)" $PY benchmarks/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
-      --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream/nino_no_posw.pt \
+    timeout "$(left $T_END)" $PY experiments/heldout_metaloss.py --data "$W/trajectories" --windows 64 \
+      --spacing $SPACING --device $DEVICE default "${weights[@]}" .gpu/upstream-checkpoints/nino_no_posw.pt \
       > "$W/logs/heldout_metaloss.log" 2>&1
     log "heldout rc=$?"
   fi
@@ -280,5 +280,5 @@ fi
 for pid in "${BACKGROUND[@]}"; do wait $pid; log "background benchmark rc=$?"; done
 kill $GPU_LOG 2> /dev/null
 pack
-cp "$W/logs/session.log" "$OUT/"
+cp "$W/logs/run.log" "$OUT/"
 log "packed $(du -h "$OUT/results.tar.gz" | cut -f1)"

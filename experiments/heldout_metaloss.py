@@ -5,8 +5,8 @@ with the inputs' statistics), the masked L1 between predicted and true future st
 overall, for: no change (the newest state), Linefit, Linefit+, any NiNo weights (the project's, or an official
 ``.pt``). The lower, the better; it is the quantity meta-training minimises.
 
-    python benchmarks/heldout_metaloss.py --data data/trajectories --weights runs/metatrain/weights \\
-        ../shared/upstream-checkpoints/nino_no_posw.pt
+    python experiments/heldout_metaloss.py --data data/trajectories --weights runs/metatrain/weights \\
+        $NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ recovers within about 25 Adam steps, so the immediate gain says little about wha
 ``--recover N`` trains both (jumped and not) N Adam steps on the same batches before measuring; Adam's moments
 are not recorded with a trajectory, so both start from moments gathered over 20 steps at learning rate 0.
 
-    python benchmarks/jump_quality.py --data .gpu/unseen --ks 0 --recover 100 default \
-        ../shared/upstream-checkpoints/nino_no_posw.pt
+    python experiments/jump_quality.py --data .gpu/unseen --ks 0 --recover 100 default \
+        $NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt
 """
 from __future__ import annotations
 

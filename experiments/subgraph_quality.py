@@ -6,7 +6,7 @@ predicts k = 1, 5, 10, 20, 40 state spacings ahead on the full neural graph and 
 (per-tensor statistics, as in meta-training), so 0 is perfect and "no change" (the newest state) is the baseline.
 Also printed: the largest subgraph's share of the edges, which is what subgraph mode saves in peak memory.
 
-    python benchmarks/subgraph_quality.py --data data/cpu_traj --windows 16 default nino_no_posw.pt
+    python experiments/subgraph_quality.py --data data/cpu_traj --windows 16 default nino_no_posw.pt
 """
 from __future__ import annotations
 

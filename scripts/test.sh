@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set up a virtual environment on a fresh machine and run the test suite.
-# Usage: ./scripts/test.sh [pytest args]   (e.g. -m slow for the long tests)
+# Set up a virtual environment on a fresh machine and run the whole test suite, slow tests included (CI runs
+# this). A plain `pytest` runs the fast tests only.
+# Usage: ./scripts/test.sh [pytest args]   (e.g. -m "not slow" for the fast tests, -m slow for the slow ones)
+# Reference files (golden data, official checkpoints): $NINO_REFERENCE_DIR, by default ../shared beside the
+# repository (tests/conftest.py); NINO_REQUIRE_GOLDEN=1 makes a missing one a failure instead of a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +18,4 @@ fi
 # torch first and pinned: a CPU wheel on local disk. An unpinned torch would pull a multi-GB CUDA build.
 pip install -q torch==2.13.0
 pip install -q -e '.[test,examples]'
-python -m pytest -q "$@"
+python -m pytest -q -m "slow or not slow" "$@"  # a later -m in "$@" takes precedence

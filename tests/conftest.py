@@ -1,42 +1,52 @@
-"""Shared fixtures: the reference data beside the repository (../shared) and the golden models."""
+"""Shared fixtures: the reference files (golden data, official checkpoints) and the golden models.
+
+Reference files are found through one environment variable, ``NINO_REFERENCE_DIR``: a directory holding
+``golden/`` and ``upstream-checkpoints/``. Unset, it defaults here to ``../shared`` beside the repository (and
+subprocesses of the tests inherit it). A test whose reference file is missing is skipped, saying which; with
+``NINO_REQUIRE_GOLDEN=1`` (set by CI) it fails instead.
+"""
 from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden"
-CHECKPOINTS = SHARED / "upstream-checkpoints"
+REFERENCE_ENV = "NINO_REFERENCE_DIR"
+os.environ.setdefault(REFERENCE_ENV, str(Path(__file__).resolve().parents[1].parent / "shared"))
+REFERENCE = Path(os.environ[REFERENCE_ENV])
+GOLDEN = REFERENCE / "golden"
+CHECKPOINTS = REFERENCE / "upstream-checkpoints"
+
+
+def reference_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file; else skip the test, or fail it when ``NINO_REQUIRE_GOLDEN=1``."""
+    if path.is_file():
+        return path
+    message = f"{what} {path} not present ({REFERENCE_ENV}={REFERENCE})"
+    if os.environ.get("NINO_REQUIRE_GOLDEN") == "1":
+        pytest.fail(message + "; NINO_REQUIRE_GOLDEN=1 requires every reference file", pytrace=False)
+    pytest.skip(message)
 
 
 def golden_case(name: str) -> dict[str, torch.Tensor]:
-    """Tensors of one golden case (``case1_nino_linear`` ...), or skip when ../shared/golden is absent."""
+    """Tensors of one golden case (``case1_nino_linear`` ...), or skip (fail) when the file is missing."""
     from safetensors.torch import load_file
 
-    path = GOLDEN / f"{name}.safetensors"
-    if not path.exists():
-        pytest.skip(f"golden data {path} not present (it lives in ../shared/golden beside the repository)")
-    return load_file(path)
+    return load_file(reference_file(GOLDEN / f"{name}.safetensors", "golden data"))
 
 
 def golden_index() -> dict:
-    path = GOLDEN / "golden.json"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return json.loads(path.read_text())
+    return json.loads(reference_file(GOLDEN / "golden.json", "golden index").read_text())
 
 
 def official_checkpoint(name: str) -> Path:
-    """Path of an official checkpoint (``nino_no_posw.pt`` ...), or skip when ../shared is absent."""
-    path = CHECKPOINTS / name
-    if not path.exists():
-        pytest.skip(f"official checkpoint {path} not present (reference data in ../shared/upstream-checkpoints)")
-    return path
+    """Path of an official checkpoint (``nino_no_posw.pt`` ...), or skip (fail) when it is missing."""
+    return reference_file(CHECKPOINTS / name, "official checkpoint")
 
 
 class TwoLayer(nn.Module):
@@ -71,7 +81,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 
 @functools.lru_cache(maxsize=1)
 def fashion_mnist():
-    """Fashion-MNIST, loaded once per test session."""
+    """Fashion-MNIST, loaded once per test run."""
     from nino_optim.bench.data import load_fashion_mnist
 
     return load_fashion_mnist()
@@ -115,7 +125,7 @@ needs_kjv = pytest.mark.skipif(not _kjv_available(), reason="the King James Bibl
 
 @functools.lru_cache(maxsize=None)
 def kjv():
-    """The benchmark's text (train/validation bytes), loaded once per session."""
+    """The benchmark's text (train/validation bytes), loaded once per test run."""
     from nino_optim.bench.text import load_kjv
 
     return load_kjv()

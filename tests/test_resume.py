@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import official_checkpoint
 from nino_optim import NiNoAdam
 
 HERE = Path(__file__).parent
 WORKER = HERE / "_resume_worker.py"
-NINO_CKPT = Path(__file__).parents[1].parent / "shared" / "upstream-checkpoints" / "nino_no_posw.pt"
 
 _spec = importlib.util.spec_from_file_location("_resume_worker", WORKER)
 worker = importlib.util.module_from_spec(_spec)
@@ -52,9 +52,8 @@ def test_exact_resume_in_fresh_process_linefit(tmp_path):
     _check_exact_resume("linefit+", tmp_path)
 
 
-@pytest.mark.skipif(not NINO_CKPT.is_file(), reason=f"official NiNo checkpoint not found at {NINO_CKPT}")
 def test_exact_resume_in_fresh_process_nino_gnn(tmp_path):
-    _check_exact_resume(str(NINO_CKPT), tmp_path)
+    _check_exact_resume(str(official_checkpoint("nino_no_posw.pt")), tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ in-process

@@ -31,7 +31,7 @@ def fake(method, seed, to_target, to_890, to_885, *, paper=None, final=0.89, wal
             "nowcast_time_total": sum(nowcast), "peak_rss_mb": rss, "threads": 1, "torch": "2.x"}
 
 
-# Adam reaches 89.5% in 1 of 3 seeds (the reference run); NiNo in 3 of 3; WNN+ in 2 of 3; Linefit+ in 1 of 3
+# Adam reaches 89.5% in 1 of 3 seeds (the reference run); NiNo in 3 of 3; WNN+ in 2 of 3; Linefit+ in 1 of 3
 # and misses 88.5% once while Adam always reaches it.
 RUNS = [
     fake("adam", 1000, 9825, 7500, 6000, final=0.896, wall=500.0),
@@ -97,7 +97,7 @@ def test_summary_numbers(runs_dir):
     assert wnn["median"] == Bound(7125) and wnn["reached"] == 2
     assert wnn["reduction"] == Bound(28.75, lower=True)
     assert lf["median"] == Bound(CAP, lower=True) and lf["reduction"].lower and lf["reduction"].upper  # unknown
-    # ladder: means (the reference: Adam 8,183 to 89.0%, NiNo 4,500, -45%)
+    # ladder: means (the reference figures: Adam 8,183 to 89.0%, NiNo 4,500, -45%)
     assert adam["ladder"][0.89] == Bound(24550 / 3) and nino["ladder"][0.89] == Bound(4500)
     assert math.isclose(nino["ladder_reduction"][0.89].value, 100 * (24550 / 3 - 4500) / (24550 / 3))
     assert nino["ladder_reduction"][0.89].exact

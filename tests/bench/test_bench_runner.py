@@ -33,11 +33,21 @@ def test_parse_methods(tmp_path):
     assert [m.name for m in parse_methods("adam, linefit ,linefit+")] == ["adam", "linefit", "linefit+"]
     with pytest.raises(ValueError, match="named twice"):
         parse_methods("linefit+,linefit+")
-    if official_dir() and (official_dir() / "nino_no_posw.pt").is_file():
-        assert parse_method("nino").spec.endswith("nino_no_posw.pt") and parse_method("wnn+").paper == "wnn+"
-    else:
-        with pytest.raises(ValueError, match="not found"):
-            parse_method("nino")
+
+
+def test_official_methods_come_from_the_reference_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("NINO_REFERENCE_DIR", raising=False)
+    assert official_dir() is None
+    with pytest.raises(ValueError, match=r"NINO_REFERENCE_DIR is not set.*or pass nino=PATH"):
+        parse_method("nino")
+    monkeypatch.setenv("NINO_REFERENCE_DIR", str(tmp_path))
+    assert official_dir() == tmp_path / "upstream-checkpoints"
+    with pytest.raises(ValueError, match="not in .*upstream-checkpoints.*set NINO_REFERENCE_DIR"):
+        parse_method("wnn+")
+    (tmp_path / "upstream-checkpoints").mkdir()
+    (tmp_path / "upstream-checkpoints" / "nino_no_posw.pt").touch()
+    method = parse_method("nino")
+    assert method == Method("nino", str(tmp_path / "upstream-checkpoints" / "nino_no_posw.pt"), "nino")
 
 
 def test_config_defaults():

@@ -76,10 +76,8 @@ def test_same_seed_same_run(small_data):
     assert a.train_loss[1:] != c.train_loss[1:]
 
 
-@needs_data
-@pytest.mark.slow
-def test_demo_smoke(tmp_path):
-    """examples/demo.py end to end at toy size (about a minute on a 2-core CPU: full 10k test evaluations)."""
+def _demo():
+    """examples/demo.py as a module."""
     import importlib.util
     from pathlib import Path
 
@@ -87,6 +85,34 @@ def test_demo_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("nino_demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_takes_the_official_checkpoint_only_where_told(tmp_path, monkeypatch):
+    demo = _demo()
+    monkeypatch.delenv("NINO_REFERENCE_DIR", raising=False)
+    assert demo.resolve_methods(demo.parse_args([])) == {"adam": None, "default": "default"}
+    with pytest.raises(SystemExit, match="--official"):
+        demo.resolve_methods(demo.parse_args(["--methods", "adam,nino"]))
+    ckpts = tmp_path / "upstream-checkpoints"
+    ckpts.mkdir()
+    nino = ckpts / "nino_no_posw.pt"
+    nino.touch()
+    assert demo.official_checkpoints(str(ckpts)) == (str(nino), None)
+    assert demo.official_checkpoints(str(nino)) == (str(nino), None)
+    with pytest.raises(SystemExit, match="no such file"):
+        demo.official_checkpoints(str(tmp_path / "missing"))
+    monkeypatch.setenv("NINO_REFERENCE_DIR", str(tmp_path))  # the default when --official is not given
+    assert demo.resolve_methods(demo.parse_args([])) == {"adam": None, "default": "default", "nino": str(nino)}
+    with pytest.raises(SystemExit, match="nino_mlp.pt"):
+        demo.resolve_methods(demo.parse_args(["--methods", "wnn"]))
+
+
+@needs_data
+@pytest.mark.slow
+def test_demo_smoke(tmp_path):
+    """examples/demo.py end to end at toy size (about a minute on a 2-core CPU: full 10k test evaluations)."""
+    demo = _demo()
     out = tmp_path / "curves.png"
     assert demo.main(["--steps", "20", "--eval-every", "10", "--period", "10", "--methods", "adam,linefit+",
                       "--thresholds", "50,60", "--out", str(out), "--no-progress"]) == 0

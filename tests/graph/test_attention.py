@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import GOLDEN, golden_case, golden_index, official_checkpoint
+from conftest import GOLDEN, golden_case, golden_index, official_checkpoint, reference_file
 from gpt_models import GPT
 from permutations import permuted_order, views
 from nino_optim import build_neural_graph, load_nowcaster
@@ -45,7 +45,7 @@ def test_gpt_graph_has_the_official_size_and_types(variant):
 def test_gpt_graph_is_the_official_graph_up_to_node_numbering():
     """Map the golden graph's nodes onto ours through the parameters they carry; every edge must agree."""
     index = golden_index()["cases"]["case3_nino_gpt2"]
-    path = GOLDEN / "case3_gpt2_graph.json"
+    path = reference_file(GOLDEN / "case3_gpt2_graph.json", "golden graph")
     gold = json.loads(path.read_text())
     g_edges = torch.tensor(gold["edges"])
     g_param_edge = torch.tensor([row[3] for row in gold["param_to_edge"]])

@@ -41,13 +41,14 @@ from .tasks import TASKS
 
 SCHEMA = 1
 STEPS_CAP_DEFAULT = 10_000
-# The ladder of easier thresholds before each task's target (the issue: "far less noisy" than the target alone);
+# The ladder of easier thresholds before each task's target (far less noisy than the target alone);
 # for the LM task they are validation perplexities (lower is better).
 LADDERS = {"fm16": (0.885, 0.890), "fm32": (0.895, 0.900), "lm": LM_TASK.ladder}
 TASK_NAMES = sorted(TASKS) + ["lm"]
 # The official checkpoints the names "nino" and "wnn+" stand for.
 OFFICIAL_FILES = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
-OFFICIAL_ENV = "NINO_OFFICIAL_CHECKPOINTS"
+# The directory of reference files: the official checkpoints are in its upstream-checkpoints/.
+REFERENCE_ENV = "NINO_REFERENCE_DIR"
 # The paper's Table 2 (reduction in % of the steps to the target vs Adam), keyed by method kind.
 PAPER_TABLE2 = {"fm16": {"linefit": 27.0, "linefit+": 27.3, "wnn+": 33.8, "nino": 46.8},
                 "fm32": {"linefit": 16.6, "linefit+": 23.3, "wnn+": 31.6, "nino": 46.8}}
@@ -55,13 +56,10 @@ _PAPER_KIND_BY_FILE = {"nino_no_posw.pt": "nino", "nino_mlp.pt": "wnn+"}
 
 
 def official_dir() -> Path | None:
-    """Where the official checkpoints are: ``$NINO_OFFICIAL_CHECKPOINTS`` or ``../shared/upstream-checkpoints``
-    beside the repository (or beside the working directory)."""
-    env = os.environ.get(OFFICIAL_ENV)
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3].parent / "shared" / "upstream-checkpoints",
-                   Path.cwd().parent / "shared" / "upstream-checkpoints"]
-    return next((c for c in candidates if c.is_dir()), None)
+    """Where the official checkpoints are: ``$NINO_REFERENCE_DIR/upstream-checkpoints``, or None when the
+    variable is not set."""
+    root = os.environ.get(REFERENCE_ENV)
+    return Path(root) / "upstream-checkpoints" if root else None
 
 
 @dataclass(frozen=True)
@@ -109,8 +107,10 @@ def parse_method(text: str) -> Method:
         root = official_dir()
         path = root / OFFICIAL_FILES[low] if root else None
         if path is None or not path.is_file():
-            raise ValueError(f"method {low!r} is the official {OFFICIAL_FILES[low]}, not found (set "
-                             f"{OFFICIAL_ENV}=<dir> or pass {low}=PATH)")
+            where = f"not in {root}" if root else f"{REFERENCE_ENV} is not set"
+            raise ValueError(f"method {low!r} is the official checkpoint {OFFICIAL_FILES[low]} ({where}): set "
+                             f"{REFERENCE_ENV} to the directory holding upstream-checkpoints/{OFFICIAL_FILES[low]}, "
+                             f"or pass {low}=PATH")
         return Method(low, str(path), low)
     name = Path(text).stem if Path(text).suffix else text.replace("/", "_")
     return Method(name, text, _paper_kind(text))

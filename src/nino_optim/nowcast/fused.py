@@ -1,4 +1,4 @@
-"""The streamed GNN's message sums in one Triton kernel, without materialising gamma (issue 6).
+"""The streamed GNN's message sums in one Triton kernel, without materialising gamma.
 
 For a piece of n edges with features e [n, D], the aggregation of a message-passing layer needs two sums at the
 target nodes (see ``stream.py``):
