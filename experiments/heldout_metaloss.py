@@ -5,7 +5,7 @@ with the inputs' statistics), the masked L1 between predicted and true future st
 overall, for: no change (the newest state), Linefit, Linefit+, any NiNo weights (the project's, or an official
 ``.pt``). The lower, the better; it is the quantity meta-training minimises.
 
-    python experiments/heldout_metaloss.py --data data/trajectories --weights runs/metatrain/weights \\
+    python experiments/heldout_metaloss.py --data data/trajectories runs/metatrain/weights \\
         $NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt
 """
 from __future__ import annotations
