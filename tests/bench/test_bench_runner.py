@@ -174,3 +174,41 @@ def test_lm_runs_record_perplexity_falling_to_its_thresholds(tmp_path):
     assert adam["steps_to"]["200"] == 10 and values[1] <= 60 and adam["steps_to_target"] == 10
     # same seed, same start and batches: identical until the nowcast at step 10
     assert adam["curve"]["values"][0] == lf["curve"]["values"][0] and lf["nowcast_steps"] == [10, 20]
+
+
+def test_methods_take_nino_options_in_brackets():
+    m = parse_method("plain=default[schedule_aware=false; k_decay=0; period=500]")
+    assert (m.name, m.spec, m.options) == ("plain", "default", (("schedule_aware", False), ("k_decay", 0),
+                                                                 ("period", 500)))
+    assert parse_method("linefit+[reset_base_state=true]").options == (("reset_base_state", True),)
+    with pytest.raises(ValueError, match="plain Adam takes none"):
+        parse_method("adam[k_decay=0]")
+    with pytest.raises(ValueError, match="expected"):
+        parse_method("x=default[oops]")
+
+
+def test_schedule_is_part_of_the_protocol_only_when_used():
+    constant, cosine = BenchConfig("fm16"), BenchConfig("fm16", schedule="cosine", warmup=0.1)
+    assert "schedule" not in constant.protocol()  # results files from before schedules stay valid
+    assert (cosine.protocol()["schedule"], cosine.protocol()["warmup"]) == ("cosine", 0.1)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        BenchConfig("fm16", schedule="step")
+
+
+@needs_data
+def test_scheduled_runs_resume_and_their_thresholds_are_set_by_the_report(tmp_path):
+    cfg = BenchConfig("fm16", schedule="cosine", **TINY)
+    methods = [parse_method("adam"), parse_method("plain=linefit+[schedule_aware=false]")]
+    res = run_benchmark(methods, [0], cfg, tmp_path, workers=0, progress=False, log=lambda *_: None)
+    assert len(res["done"]) == 2 and not res["failed"]
+    data = json.loads(result_path(tmp_path, "fm16", methods[1], 0).read_text())
+    assert data["options"] == {"schedule_aware": False} and data["config"]["schedule"] == "cosine"
+    other = BenchConfig("fm16", schedule="cosine", **{**TINY, "target": 0.7, "ladder": (0.4,)})
+    res = run_benchmark(methods, [0], other, tmp_path, workers=0, progress=False, log=lambda *_: None)
+    assert len(res["skipped"]) == 2  # another target reads the same curves: nothing to rerun
+    with pytest.raises(ValueError, match="another protocol"):
+        run_benchmark(methods, [0], BenchConfig("fm16", **TINY), tmp_path, workers=0, progress=False,
+                      log=lambda *_: None)
+    aware = [parse_method("plain=linefit+")]  # same name, other options: refused, not mixed
+    with pytest.raises(ValueError, match="other nowcaster weights"):
+        run_benchmark(aware, [0], cfg, tmp_path, workers=0, progress=False, log=lambda *_: None)

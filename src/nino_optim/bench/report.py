@@ -244,6 +244,9 @@ def markdown(summary: dict[str, dict], png_name: str | None = "curves.png",
         c = s["config"]
         base = "Adam lr {}, no weight decay".format(c.get("lr")) if s["higher_is_better"] else \
             "AdamW lr {}, weight decay {}".format(c.get("lr"), c.get("weight_decay"))
+        if c.get("schedule", "constant") != "constant":
+            base = base.replace(" lr ", " peak lr ") + (f", {c['schedule']} schedule with "
+                                                        f"{100 * c.get('warmup', 0):g}% linear warmup")
         parts += [f"## {s['task_name']} — target {_threshold(s, s['target'])} {_metric_name(s)}", "",
                   f"{s['runs']} runs, seeds {', '.join(map(str, s['seeds']))}; {c.get('steps')} steps, batch "
                   f"{c.get('batch_size')}, {base}, nowcast period {c.get('period')}, "

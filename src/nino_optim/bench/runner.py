@@ -386,9 +386,12 @@ def _check_existing(path: Path, cfg: BenchConfig, fingerprint: str | None) -> bo
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False  # unreadable (cannot happen with atomic writes, but then: run it again)
-    # The target and ladder only read the curve (the report can set others): they need not match.
-    mismatch = {k: (old.get("config", {}).get(k), v) for k, v in cfg.protocol().items()
-                if old.get("config", {}).get(k) != v and k not in ("target", "ladder")}
+    # The target and ladder only read the curve (the report can set others): they need not match. A schedule is
+    # recorded only when it is not constant, so a scheduled file never passes for a constant-rate run.
+    recorded, protocol = old.get("config", {}), cfg.protocol()
+    keys = set(protocol) | ({"schedule", "warmup"} & set(recorded))
+    mismatch = {k: (recorded.get(k), protocol.get(k)) for k in sorted(keys)
+                if recorded.get(k) != protocol.get(k) and k not in ("target", "ladder")}
     if mismatch:
         diff = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was run with another protocol ({diff}); use another --out or delete it")
