@@ -15,7 +15,8 @@ def _collect(args: argparse.Namespace) -> None:
     from .metatrain.zoo import make_zoo
 
     specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed,
-                     fm16_share=args.fm16_share, kinds=args.kinds.split(","))
+                     fm16_share=args.fm16_share, kinds=args.kinds.split(","), schedule=args.schedule,
+                     warmup=args.warmup)
     done = collect(specs, args.out, workers=args.workers, device=args.device, stack=args.stack)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fm16-share", type=float, default=0.0,
                    help="fraction of the convnets that train the FM-16 benchmark's own architecture (16, 32, 32), "
                         "as half of the official data does (default 0: the varied zoo)")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="every run's learning rate: constant, or linear warmup + cosine decay to zero (its drawn "
+                        "rate the peak); scheduled runs never stack")
+    p.add_argument("--warmup", type=float, default=0.05, help="cosine: warmup steps as a fraction of --steps")
     p.add_argument("--kinds", default="convnet,mlp,gpt",
                    help="comma-separated architecture kinds to keep (--runs of them, the first of the zoo's "
                         "stream), e.g. convnet")

@@ -40,7 +40,7 @@ def test_zoo_is_deterministic_and_buildable():
 
 
 def test_zoo_without_fm16_share_is_the_one_the_bundled_weights_were_trained_on():
-    recorded = json.loads((Path(__file__).parents[2] / "docs" / "pretrained" / "trajectories.json").read_text())
+    recorded = json.loads((Path(__file__).parents[2] / "src" / "nino_optim" / "pretrained" / "training_runs.json").read_text())
     gpu_runs = {name for name, _, device, *_ in recorded if device == "cuda"}  # the 3 CPU ones are from zoo seed 1
     assert len(gpu_runs) == 92
     assert gpu_runs <= {s.run_id for s in make_zoo(400)}
@@ -414,3 +414,28 @@ def test_collect_evaluates_a_densely_stored_run_at_most_fifty_times(tmp_path):
     assert traj.states.shape[0] == len(metrics) == 151 and all("train_loss" in m for m in metrics[1:])
     evaluated = [step for step, m in zip(traj.meta["steps"], metrics) if "test_acc" in m]
     assert evaluated == list(range(0, 151, 3)) and len(evaluated) <= METRIC_POINTS + 1  # and the initial state
+
+
+def test_scheduled_zoo_keeps_the_draws_and_names_its_runs_apart():
+    constant, cosine = make_zoo(16), make_zoo(16, schedule="cosine", warmup=0.1)
+    assert [(a.arch, a.lr, a.seed) for a in constant] == [(b.arch, b.lr, b.seed) for b in cosine]
+    assert all(s.schedule == "cosine" and s.warmup == 0.1 and "-cosine0.1-" in s.run_id for s in cosine)
+    assert not {s.run_id for s in constant} & {s.run_id for s in cosine}
+    with pytest.raises(ValueError, match="unknown schedule"):
+        make_zoo(4, schedule="step")
+
+
+def test_collect_records_a_scheduled_run_whose_steps_shrink_with_the_rate(tmp_path):
+    from nino_optim.bench.data import is_available, load_fashion_mnist
+    from nino_optim.metatrain.collect import run_one
+    from nino_optim.metatrain.stacked import stack_key
+
+    if not is_available():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    spec = RunSpec(arch=TINY, optimizer="adam", lr=3e-3, weight_decay=0.0, seed=3, steps=100, save_every=10,
+                   batch_size=32, schedule="cosine", warmup=0.0)
+    assert stack_key(spec) is None  # a scheduled run trains alone
+    traj = load_trajectory(run_one(spec, load_fashion_mnist().subset(512, 200), tmp_path))
+    assert traj.meta["spec"]["schedule"] == "cosine"
+    moves = (traj.states[1:].float() - traj.states[:-1].float()).norm(dim=1)
+    assert moves[-1] < 0.25 * moves[0]  # the rate decays to zero: the last 10 steps barely move

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..bench.data import load_fashion_mnist
 from ..bench.lm import perplexity, windows
+from ..bench.lr_schedule import attach_schedule
 from ..bench.text import load_pydoc_topics
 from .trajectories import is_complete, write_trajectory
 from .zoo import RunSpec, build_model, gpt_task
@@ -111,6 +112,7 @@ def run_one(spec: RunSpec, data, root: str | os.PathLike, progress: bool = False
     model = build_model(spec.arch).to(device)
     opt_cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    attach_schedule(opt, spec.schedule, spec.steps, spec.warmup)
     loss_of_next_batch, metrics_now = _objective(spec, model, data, torch.Generator().manual_seed(spec.seed), device)
     states, saved_steps, metrics = [_flat(model)], [0], [metrics_now()]
     every = evaluate_every(spec)

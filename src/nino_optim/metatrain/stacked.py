@@ -28,8 +28,9 @@ EVAL_CHUNK = 8192  # test images x members per evaluation pass (bounds the activ
 
 def stack_key(spec: RunSpec) -> str | None:
     """What runs must share to train together (data set, architecture, length, saving, batch size); None for
-    runs that cannot stack: the byte-level GPTs draw text windows and stay single runs."""
-    if spec.dataset != "fashion-mnist":
+    runs that cannot stack: the byte-level GPTs draw text windows and scheduled runs change their learning rate
+    every step, so they stay single runs."""
+    if spec.dataset != "fashion-mnist" or spec.schedule != "constant":
         return None
     return json.dumps([spec.dataset, spec.arch, spec.steps, spec.save_every, spec.batch_size])
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..bench.lm import LMTask, TinyGPT
+from ..bench.lr_schedule import SCHEDULES, warmup_cosine
 from ..bench.tasks import TASKS, ConvNet
 
 
@@ -34,6 +35,8 @@ class RunSpec:
     batch_size: int = 128
     dataset: str = "fashion-mnist"
     extra: dict = field(default_factory=dict)
+    schedule: str = "constant"  # or "cosine": linear warmup over ``warmup`` of the steps, then cosine decay to 0
+    warmup: float = 0.05
 
     @property
     def run_id(self) -> str:
@@ -42,7 +45,9 @@ class RunSpec:
             dims = f"{self.arch['layers']}x{self.arch['width']}h{self.arch['heads']}"
         else:
             dims = "x".join(str(d) for d in self.arch.get("hid") or self.arch.get("hidden"))
-        return f"{self.dataset}-{kind}{dims}-{self.optimizer}-lr{self.lr:.2e}-wd{self.weight_decay:g}-s{self.seed}"
+        scheduled = "" if self.schedule == "constant" else f"-{self.schedule}{self.warmup:g}"
+        return (f"{self.dataset}-{kind}{dims}-{self.optimizer}-lr{self.lr:.2e}-wd{self.weight_decay:g}{scheduled}"
+                f"-s{self.seed}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +84,8 @@ KINDS = ("convnet", "mlp", "gpt")
 
 
 def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed: int = 0,
-             fm16_share: float = 0.0, kinds: Collection[str] = KINDS) -> list[RunSpec]:
+             fm16_share: float = 0.0, kinds: Collection[str] = KINDS, schedule: str = "constant",
+             warmup: float = 0.05) -> list[RunSpec]:
     """``runs`` run specs, in a repeating pattern of 8: five FM-16/FM-32-family convnets (widths 8-64), one MLP
     and two byte-level GPTs (2-4 layers, 16-64 wide, 2-4 heads) on CPython's help texts; Adam or AdamW with
     the learning rate drawn log-uniformly within a factor 2 of the tuned one (6e-3 convnets, 2e-3 MLPs, 3e-3
@@ -92,14 +98,22 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
     zoo is the same as before the option existed.
 
     ``kinds``: keep only runs of these architecture kinds, ``runs`` of them: the first ones of the full zoo's
-    stream (same seeds and learning rates); e.g. convnets alone, the family of FM-16 and FM-32."""
+    stream (same seeds and learning rates); e.g. convnets alone, the family of FM-16 and FM-32.
+
+    ``schedule``, ``warmup``: every run's learning rate follows this schedule (``bench.lr_schedule``), its drawn
+    rate being the peak; a scheduled zoo has other run ids than the constant-rate one, so both can share a
+    directory."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+    warmup_cosine(steps, warmup)  # checks warmup
     if not 0.0 <= fm16_share <= 1.0:
         raise ValueError(f"fm16_share must be in [0, 1], got {fm16_share}")
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be some of {', '.join(KINDS)}; got {sorted(kinds)}")
     if set(kinds) != set(KINDS):  # every 8 draws hold at least one run of each kind
-        full = make_zoo(8 * runs, steps=steps, save_every=save_every, zoo_seed=zoo_seed, fm16_share=fm16_share)
+        full = make_zoo(8 * runs, steps=steps, save_every=save_every, zoo_seed=zoo_seed, fm16_share=fm16_share,
+                        schedule=schedule, warmup=warmup)
         return [s for s in full if s.arch["kind"] in kinds][:runs]
     rng = random.Random(zoo_seed)
     widths = [8, 12, 16, 24, 32, 48, 64]
@@ -125,5 +139,6 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
         optimizer = rng.choice(["adam", "adamw"])
         specs.append(RunSpec(arch=arch, optimizer=optimizer, lr=float(f"{lr:.3g}"),
                              weight_decay=0.0 if optimizer == "adam" else 1e-2, seed=1 + i + 1000 * zoo_seed,
-                             steps=steps, save_every=save_every, batch_size=batch_size, dataset=dataset))
+                             steps=steps, save_every=save_every, batch_size=batch_size, dataset=dataset,
+                             schedule=schedule, warmup=warmup))
     return specs
