@@ -1,7 +1,7 @@
 """The fused Triton message sums (``nowcast/fused.py``) against the torch code they replace.
 
 On a CUDA machine the cases run on the GPU. Without one they run on the CPU in Triton's interpreter, which has to
-be chosen (``TRITON_INTERPRET=1``) before triton is first imported: a pytest session has usually imported it
+be chosen (``TRITON_INTERPRET=1``) before triton is first imported: a pytest run has usually imported it
 already, and the variable would change triton for every later test, so ``test_cases_under_the_interpreter``
 runs this file again in a child pytest with the variable set, where the device cases run on the CPU.
 """

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from ..nowcast.gnn import NiNoConfig, NiNoGNN
-from ..nowcast.hub import load_nowcaster, save_pretrained
+from ..nowcast.hub import load_nowcaster
 from .windows import WindowSampler, collate, masked_l1
 
 CHECKPOINT = "checkpoint.pt"
@@ -70,7 +70,7 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     val_gen = torch.Generator().manual_seed(cfg.seed + 1)
     val_batches = [collate([val.sample(val_gen, flip_lpe=False)]).to(device) for _ in range(cfg.val_windows)]
     history: dict[str, list] = {"train": [], "val": []}
-    start, seconds_before = 0, 0.0  # iterations and training seconds of earlier sessions
+    start, seconds_before = 0, 0.0  # iterations and training seconds before a resume
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
@@ -92,7 +92,7 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     model.train()
     t0 = time.perf_counter()
 
-    def trained() -> float:  # seconds of training, earlier sessions included
+    def trained() -> float:  # seconds of training, those before a resume included
         return seconds_before + time.perf_counter() - t0
 
     pending: list[torch.Tensor] = []  # losses not read yet: reading each one would wait for the GPU every iteration
@@ -143,8 +143,8 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     if bar is not None:
         bar.close()
     model.cpu().eval()
-    save_pretrained(model, out_dir / "weights")
-    (out_dir / "history.json").write_text(json.dumps({**history, "seconds_this_session":
+    model.save_pretrained(out_dir / "weights")
+    (out_dir / "history.json").write_text(json.dumps({**history, "seconds_this_run":
                                                       round(time.perf_counter() - t0, 1)}) + "\n")
     plot_curves(history, out_dir / "curves.png")
     return model
