@@ -763,3 +763,30 @@ def test_graph_without_any_forward_pass_uses_the_input_free_trace_and_warns():
     with pytest.warns(UserWarning, match="neural graph"):
         graph = opt.graph
     assert graph.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_graph_problems_are_reported_at_the_first_step_not_at_the_first_nowcast():
+    class Opaque(nn.Module):  # a bilinear form: no rule places its weight, so it falls back
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.bil = nn.Bilinear(3, 3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return self.bil(h, h)
+
+    model = Opaque()
+    opt = NiNoAdam(model.parameters(), model=model, period=1000, context=5, max_steps=10_000)
+    x = torch.randn(8, 4)
+    opt.zero_grad()
+    model(x).pow(2).mean().backward()
+    with pytest.warns(UserWarning, match=r"neural graph of Opaque.*opt\.graph\.summary\(\)"):
+        opt.step()
+    assert opt.steps_done == 1 and opt._graph.ready
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: later steps are silent
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()

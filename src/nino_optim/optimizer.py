@@ -159,7 +159,21 @@ class NiNoAdam(Optimizer):
         else:
             loss = self.base.step(closure) if closure is not None else self.base.step()
         self._calls = call
+        if not self._graph.ready:  # the first batch has been seen: report the graph's problems now, not at a nowcast
+            self._finalise_graph()
         return loss
+
+    def _finalise_graph(self) -> None:
+        """Build the final graph (from the first batch where tracing needed one) and pass on its warnings with a
+        pointer to ``opt.graph.summary()``."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._graph.get()
+        for w in caught:
+            message = str(w.message)
+            if message.startswith("neural graph of"):
+                message += ". Nowcasts still run; `opt.graph.summary()` shows what the graph holds"
+            warnings.warn(message, w.category, stacklevel=3)
 
     # ----------------------------------------------------------------------------------------- nowcast
     def _current_lr(self) -> float:
