@@ -123,16 +123,16 @@ def test_results_written_skipped_and_resumed(tmp_path):
 
 
 def test_nowcaster_fingerprint_follows_the_weights_not_their_location(tmp_path):
-    from nino_optim.nowcast.hub import load_nowcaster, save_pretrained
+    from nino_optim.nowcast.hub import load_nowcaster
 
     default = nowcaster_fingerprint("default")
     assert len(default) == 16 and nowcaster_fingerprint(None) is None
     model = load_nowcaster("default")
-    save_pretrained(model, tmp_path / "copy")
+    model.save_pretrained(tmp_path / "copy")
     assert nowcaster_fingerprint(str(tmp_path / "copy")) == default
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-3
-    save_pretrained(model, tmp_path / "changed")
+    model.save_pretrained(tmp_path / "changed")
     assert nowcaster_fingerprint(str(tmp_path / "changed")) != default
     assert nowcaster_fingerprint("linefit") != nowcaster_fingerprint("linefit+")
 

@@ -1,9 +1,16 @@
-"""``push_to_hub`` and Hub loading (``load_nowcaster("owner/name")``) against a local fake Hugging Face Hub.
+"""The Hub models' ``push_to_hub`` / ``from_pretrained`` and ``load_nowcaster("owner/name")`` against a local fake
+Hugging Face Hub.
 
 The fake Hub is a ``ThreadingHTTPServer`` on 127.0.0.1 that implements only the routes huggingface_hub 2.4.0 calls for
 ``HfApi.create_repo``, ``HfApi.upload_folder`` (regular, non-LFS files) and ``hf_hub_download``. huggingface_hub is
-pointed at it through ``HF_ENDPOINT`` (and the constants derived from it at import time); its cache lives in
-``tmp_path`` and its HTTP client refuses any host but 127.0.0.1, so nothing can leave the machine.
+pointed at it through ``HF_ENDPOINT``; its cache lives in ``tmp_path`` and its shared HTTP client refuses any host but
+127.0.0.1, so nothing can leave the machine.
+
+What this relies on in huggingface_hub, all public: ``get_session``/``close_session`` (the shared ``httpx2.Client``,
+whose request hooks get the local-only guard) and the module ``huggingface_hub.constants``, whose values
+(``ENDPOINT``, ``HUGGINGFACE_CO_URL_TEMPLATE``, ``HF_HUB_CACHE``, ...) are read from the environment once, at import,
+and so are patched as well as the environment. Those names and the fake's routes are those of huggingface_hub 2.4.0;
+``monkeypatch.setattr`` fails loudly if a later version renames a constant.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import pytest
 import torch
 
 from nino_optim import NowcasterLoadError, build_neural_graph, load_nowcaster
-from nino_optim.nowcast import NiNoConfig, NiNoGNN
+from nino_optim.nowcast import WNN, NiNoConfig, NiNoGNN, WNNConfig
 from nino_optim.nowcast import hub as nowcast_hub
 
 TOKEN = "hf_dummy"
@@ -182,10 +189,8 @@ def _git_blob_sha(data: bytes) -> str:
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
     """A fake Hub on 127.0.0.1 with huggingface_hub pointed at it (endpoint, token, cache in tmp_path, local only)."""
-    import httpx2
     import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.utils import _http
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHubHandler)
     server.daemon_threads = True
@@ -199,7 +204,8 @@ def fake_hub(tmp_path, monkeypatch):
            "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HTTP_PROXY",
+                "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(key, raising=False)
     # huggingface_hub reads its environment once, at import: patch the constants derived from it as well.
     patched = {"ENDPOINT": server.url,
@@ -215,15 +221,16 @@ def fake_hub(tmp_path, monkeypatch):
         if request.url.host != "127.0.0.1":
             raise RuntimeError(f"test tried to leave the machine: {request.method} {request.url}")
 
-    # One shared client for all huggingface_hub calls: only 127.0.0.1, no proxies from the environment, 5 s timeout.
-    previous_factory = _http._GLOBAL_CLIENT_FACTORY
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(
-        event_hooks={"request": [local_only, _http.hf_request_event_hook]}, follow_redirects=True, timeout=5,
-        trust_env=False))
+    # A fresh shared client, built under the environment above (no proxies), with the guard as its first request
+    # hook and a 5 s timeout; closing it afterwards lets the next user build a default one again.
+    huggingface_hub.close_session()
+    client = huggingface_hub.get_session()
+    client.event_hooks = {**client.event_hooks, "request": [local_only, *client.event_hooks["request"]]}
+    client.timeout = 5
     try:
         yield server
     finally:
-        huggingface_hub.set_client_factory(previous_factory)
+        huggingface_hub.close_session()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
@@ -255,18 +262,19 @@ def test_push_then_load_roundtrip(fake_hub):
     from safetensors.torch import load as load_safetensors
 
     model = _random_gnn(0)
-    commit_url = nowcast_hub.push_to_hub(model, "me/tiny-nino")
+    commit_url = model.push_to_hub("me/tiny-nino")
 
     assert [(repo, branch, files) for repo, branch, _, files in fake_hub.commits] == \
-        [("me/tiny-nino", "main", ["config.json", "model.safetensors"])]
+        [("me/tiny-nino", "main", ["README.md", "config.json", "model.safetensors"])]
     sha = fake_hub.commits[0][2]
     assert commit_url == f"{fake_hub.url}/me/tiny-nino/commit/{sha}"
     stored = fake_hub.repos["me/tiny-nino"]["commits"][sha]
-    assert set(stored) == {"config.json", "model.safetensors"}
     assert json.loads(stored["config.json"]) == model.config.to_dict()
     pushed = load_safetensors(stored["model.safetensors"])
     assert pushed.keys() == model.state_dict().keys()
     assert all(torch.equal(pushed[k], v) for k, v in model.state_dict().items())
+    card = stored["README.md"].decode()  # the generated model card: metadata, the load line with this repo id
+    assert "library_name: nino-optim" in card and 'load_nowcaster("me/tiny-nino")' in card and '"hid": 16' in card
     # Every write carried the token.
     assert all(auth == f"Bearer {TOKEN}" for method, _, auth in fake_hub.log if method == "POST")
 
@@ -281,6 +289,23 @@ def test_push_then_load_roundtrip(fake_hub):
     assert downloads == {"/me/tiny-nino/resolve/main/config.json", f"/me/tiny-nino/resolve/{sha}/model.safetensors"}
 
 
+@pytest.mark.parametrize("cls, config", [(NiNoGNN, NiNoConfig(hid=16)), (WNN, WNNConfig(hid=8))])
+def test_from_pretrained_with_a_repo_id(fake_hub, cls, config):
+    model = cls(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    model.push_to_hub("me/model")
+    loaded = cls.from_pretrained("me/model")
+    assert type(loaded) is cls and loaded.config == config and not loaded.training
+    _assert_same_weights(loaded, model)
+    assert {path for method, path, _ in fake_hub.log if method == "GET"} == \
+        {"/me/model/resolve/main/config.json", "/me/model/resolve/main/model.safetensors"}
+    other = WNN if cls is NiNoGNN else NiNoGNN
+    with pytest.raises(NowcasterLoadError, match="load_nowcaster"):
+        other.from_pretrained("me/model")
+
+
 def test_missing_repo_is_a_load_error(fake_hub):
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -293,8 +318,8 @@ def test_missing_repo_is_a_load_error(fake_hub):
 
 def test_pinned_revision(fake_hub):
     first, second = _random_gnn(1), _random_gnn(2)
-    first_sha = nowcast_hub.push_to_hub(first, "me/tiny-nino").rsplit("/", 1)[-1]
-    second_sha = nowcast_hub.push_to_hub(second, "me/tiny-nino").rsplit("/", 1)[-1]  # create_repo answers 409: reused
+    first_sha = first.push_to_hub("me/tiny-nino").rsplit("/", 1)[-1]
+    second_sha = second.push_to_hub("me/tiny-nino").rsplit("/", 1)[-1]  # create_repo answers 409: reused
     assert [sha for _, _, sha, _ in fake_hub.commits] == [first_sha, second_sha] and first_sha != second_sha
     assert fake_hub.repos["me/tiny-nino"]["refs"]["main"] == second_sha
 
@@ -307,13 +332,30 @@ def test_pinned_revision(fake_hub):
     graph, states = _graph_and_states()
     assert torch.equal(pinned.predict(graph, states, 3), first.predict(graph, states, 3))
     assert not torch.equal(pinned.predict(graph, states, 3), second.predict(graph, states, 3))
+    _assert_same_weights(NiNoGNN.from_pretrained("me/tiny-nino", revision=first_sha), first)
 
 
 def test_publish_the_bundled_weights_with_their_model_card(fake_hub):
+    from huggingface_hub import ModelCard
+
     default = load_nowcaster("default")
     card = nowcast_hub.DEFAULT_WEIGHTS / "README.md"
-    nowcast_hub.push_to_hub(default, "nino-optim/nino-default", card=card)
+    default.push_to_hub("nino-optim/nino-default", model_card_kwargs={"card": card})
     (repo, _, sha, files) = fake_hub.commits[0]
     assert files == ["README.md", "config.json", "model.safetensors"]
-    assert fake_hub.repos[repo]["commits"][sha]["README.md"] == card.read_bytes()
+    stored = fake_hub.repos[repo]["commits"][sha]
+    # The card's metadata and text as written (huggingface_hub re-serialises the YAML header).
+    pushed, original = ModelCard(stored["README.md"].decode()), ModelCard(card.read_text())
+    assert pushed.data.to_dict() == original.data.to_dict() and pushed.text == original.text
+    # The same two files as the bundled copy, byte for byte where the format allows: the config exactly, the
+    # tensors exactly.
+    assert stored["config.json"] == (nowcast_hub.DEFAULT_WEIGHTS / "config.json").read_bytes()
     _assert_same_weights(load_nowcaster("nino-optim/nino-default"), default)
+
+
+def test_the_shared_client_refuses_other_hosts(fake_hub):
+    import huggingface_hub
+
+    # 192.0.2.1 is TEST-NET-1 (documentation only): the guard must refuse it before any connection is tried.
+    with pytest.raises(RuntimeError, match="leave the machine"):
+        huggingface_hub.get_session().get("http://192.0.2.1/")

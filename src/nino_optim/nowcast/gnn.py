@@ -5,7 +5,8 @@ Edges carry the c scaled past states of their parameter(s); nodes start from pos
 the edges into features from which the direct multi-step (DMS) head reads the change at horizon k.
 The official model has a third message-passing layer whose output is never used (its weights in the released
 checkpoint are untrained): it is not built here, which gives bit-identical outputs for less work.
-Submodule names match the official state dict so that its checkpoints load strictly.
+Submodule names match the official state dict so that its checkpoints load strictly. ``NiNoGNN`` is a Hub model
+(``from_pretrained``, ``save_pretrained``, ``push_to_hub``; ``nowcast/hub_model.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph.neural_graph import NeuralGraph
+from .hub_model import HubNowcaster
 from .scaling import LayerwiseScaler
 from .scatter import scatter_add_
 from .stream import EDGE_STATES, stream_edge_forward
@@ -111,22 +113,28 @@ class _GNN(nn.Module):
         self.edge_update = nn.ModuleList(EdgeUpdate(hid) for _ in range(layers))
 
 
-class NiNoGNN(nn.Module):
+class NiNoGNN(HubNowcaster, tags=["graph-neural-network"]):
     """The NiNo meta-model. Use ``predict``; it runs under ``torch.no_grad()`` and never changes its weights.
 
+    ``NiNoGNN.from_pretrained(directory or repo id)``, ``.save_pretrained(directory)`` and ``.push_to_hub(repo id)``
+    read and write ``config.json`` + ``model.safetensors`` (``nowcast/hub_model.py``).
+
     Args:
-        config: a ``NiNoConfig``.
+        config: a ``NiNoConfig``, or the dict of ``config.json`` (``None``: the defaults).
         chunk_size: edges processed at once at inference, which bounds the working memory.
         edge_state: how edge features live between inference passes: ``"float32"`` (E x D floats),
             ``"bfloat16"`` (half that, rounded), ``"recompute"`` (none kept, ~10-30% more time, same outputs as
             ``"float32"``) or ``"auto"``: float32 up to 256 MiB, else recompute. See ``nowcast/stream.py``.
     """
 
-    def __init__(self, config: NiNoConfig | None = None, chunk_size: int = 2**16, edge_state: str = "auto"):
+    architecture = "nino-gnn"
+    config_class = NiNoConfig
+
+    def __init__(self, config: NiNoConfig | dict | None = None, chunk_size: int = 2**16, edge_state: str = "auto"):
         super().__init__()
         if edge_state not in EDGE_STATES:
             raise ValueError(f"edge_state must be one of {EDGE_STATES}, got {edge_state!r}")
-        self.config = config = config or NiNoConfig()
+        self.config = config = self.coerce_config(config)
         self.chunk_size = chunk_size
         self.edge_state = edge_state
         hid = config.hid

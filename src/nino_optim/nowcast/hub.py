@@ -1,67 +1,76 @@
-"""Loading and saving nowcasters: ``load_nowcaster(spec)``, ``save_pretrained``, ``push_to_hub``.
+"""``load_nowcaster(spec)``: the front door from a spec (a name, a path, a Hub repo id) to a nowcaster.
 
-The project's own format is a directory (or Hub repo) holding ``config.json`` + ``model.safetensors``, the
-Hugging Face convention. The official ``.pt`` files (a dict with ``state_dict`` and ``model_args``) load with
-``torch.load(weights_only=True)``, so nothing but tensors is ever unpickled. Loading is strict: a missing,
-unexpected or wrongly shaped tensor raises ``NowcasterLoadError`` and no model is returned half-loaded.
+A spec resolves in this order; names are reserved, so a local folder called ``nino_mlp`` is ``"./nino_mlp"``:
+
+1. an object with ``predict(graph, states, k)``: returned as is;
+2. ``"default"``: the project's own NiNo weights, bundled in the package (``DEFAULT_WEIGHTS``); never a request;
+3. a baseline: ``"linefit"``, ``"linefit+"``;
+4. an official checkpoint name (``"nino_no_posw"``, ``"nino_mlp"``, ``"nino_mlp_h32"``): downloaded once from the
+   upstream repository at a pinned commit, checked against its SHA-256 and cached (``nowcast/official.py``);
+5. a local path: a directory with ``config.json`` + ``model.safetensors`` (either file of one works too), or an
+   official ``.pt`` file;
+6. a Hugging Face Hub repo id ``"owner/name"``, at ``revision`` if given (huggingface_hub's cache,
+   ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply).
+
+The project's format is read by the models' own ``from_pretrained`` (``nowcast/hub_model.py``); the class comes
+from ``config.json``'s ``"architecture"``. The official ``.pt`` files (a dict with ``state_dict`` and
+``model_args``) load with ``torch.load(weights_only=True)``, so nothing but tensors is ever unpickled. Loading is
+strict, and which source a nowcaster came from is logged at INFO level.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from .gnn import NiNoConfig, NiNoGNN
+from .errors import NowcasterLoadError
+from .gnn import NiNoGNN
+from .hub_model import CONFIG_NAME, WEIGHTS_NAME, HubNowcaster, load_state_strict
 from .linefit import Linefit
-from .wnn import WNN, WNNConfig
+from .official import OFFICIAL_CHECKPOINTS, UNAVAILABLE, fetch_official
+from .wnn import WNN
+
+logger = logging.getLogger(__name__)
 
 # The project's own NiNo weights, shipped inside the package (their model card is README.md beside them).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "pretrained"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+ARCHITECTURES: dict[str, type[HubNowcaster]] = {"nino-gnn": NiNoGNN, "wnn": WNN}
 BASELINES = {"linefit": lambda: Linefit(weighted=False), "linefit+": lambda: Linefit(weighted=True)}
-ACCEPTED = ("'default', 'linefit', 'linefit+', a directory with config.json + model.safetensors, "
+ACCEPTED = ("'default', 'linefit', 'linefit+', an official checkpoint name "
+            f"({', '.join(map(repr, OFFICIAL_CHECKPOINTS))}), a directory with config.json + model.safetensors, "
             "an official NiNo .pt file, a Hugging Face Hub repo id ('owner/name'), "
             "or an object with predict(graph, states, k)")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+__all__ = ["DEFAULT_WEIGHTS", "NowcasterLoadError", "load_nowcaster", "load_official"]
 
 
-class NowcasterLoadError(ValueError):
-    """Weights or configuration that cannot be turned into a nowcaster."""
-
-
-def _build(config: dict) -> nn.Module:
-    config = dict(config)
-    arch = config.pop("architecture", None)
-    classes = {"nino-gnn": (NiNoGNN, NiNoConfig), "wnn": (WNN, WNNConfig)}
-    if arch not in classes:
-        raise NowcasterLoadError(f"config.json has architecture {arch!r}; expected one of {sorted(classes)}")
-    model_cls, config_cls = classes[arch]
+def _architecture(config_path: Path) -> type[HubNowcaster]:
+    """The model class ``config_path`` (a ``config.json``) names."""
     try:
-        return model_cls(config_cls(**config))
-    except TypeError as err:
-        raise NowcasterLoadError(f"config.json does not describe a {arch} model: {err}") from None
+        config = json.loads(Path(config_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise NowcasterLoadError(f"cannot read {config_path}: {err}") from None
+    arch = config.get("architecture") if isinstance(config, dict) else None
+    if arch not in ARCHITECTURES:
+        raise NowcasterLoadError(f"{config_path} has architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch]
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [f"{k}: {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-             for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
-                 f"wrong shapes {wrong}" if wrong else ""]
-        raise NowcasterLoadError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+def _from_directory(directory: Path) -> HubNowcaster:
+    model_cls = _architecture(directory / CONFIG_NAME)
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise NowcasterLoadError(f"{directory} has a {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    return model_cls.from_pretrained(directory)
 
 
-def load_official(path: str | os.PathLike) -> nn.Module:
-    """Load an official NiNo/WNN+ checkpoint (``nino_no_posw.pt``, ``nino_mlp.pt``, ...).
+def load_official(path: str | os.PathLike) -> HubNowcaster:
+    """Load an official NiNo/WNN+ checkpoint file (``nino_no_posw.pt``, ``nino_mlp.pt``, ...).
 
     The official GNN's last message-passing layer is never used by its output (reference section 1.4); its
     tensors are dropped here.
@@ -89,70 +98,27 @@ def load_official(path: str | os.PathLike) -> nn.Module:
                   "mp_layers": layers - 1, "edge_types": args.get("edge_types", 15), "lpe": args.get("lpe", 8),
                   "wte_pos_enc": args.get("wte_pos_enc", True), "vocab_size": args.get("vocab_size", 50257),
                   "upd_scale": args.get("upd_scale", 1.0)}
-    return _load_strict(_build(config), state, str(path))
+    model = ARCHITECTURES[config["architecture"]](config)
+    return load_state_strict(model, state, str(path))
 
 
-def load_pretrained(directory: str | os.PathLike) -> nn.Module:
-    """Load the project's format: ``config.json`` + ``model.safetensors`` in ``directory``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise NowcasterLoadError(f"cannot read {directory / CONFIG_NAME}: {err}") from None
-    model = _build(config)
-    try:
-        state = load_file(directory / WEIGHTS_NAME)
-    except (OSError, SafetensorError) as err:
-        raise NowcasterLoadError(f"cannot read {directory / WEIGHTS_NAME}: {err}") from None
-    return _load_strict(model, state, str(directory / WEIGHTS_NAME))
-
-
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` for a ``NiNoGNN`` or ``WNN`` into ``directory``."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, directory / WEIGHTS_NAME)
-    return directory
-
-
-def push_to_hub(model: nn.Module, repo_id: str, *, token: str | None = None, revision: str | None = None,
-                private: bool = False, card: str | os.PathLike | None = None) -> str:
-    """Publish ``config.json`` + ``model.safetensors`` to a Hugging Face Hub repo (``HF_ENDPOINT`` honoured),
-    with ``card`` (a markdown file, e.g. the bundled weights' ``DEFAULT_WEIGHTS / "README.md"``) as its model card.
-    Returns the commit URL."""
-    import shutil
-    import tempfile
-
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp)
-        if card is not None:
-            shutil.copyfile(card, Path(tmp) / "README.md")
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
-                                 commit_message="Upload NiNo nowcaster")
-    return str(info)
-
-
-def _from_hub(repo_id: str, revision: str | None) -> nn.Module:
+def _from_hub(repo_id: str, revision: str | None) -> HubNowcaster:
     from huggingface_hub import hf_hub_download
 
     try:
         config = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision))
-        # The cache keeps files under snapshots/<commit>/: fetch the weights at that same commit, so that a push
-        # between the two downloads cannot pair this config with other weights.
-        hf_hub_download(repo_id, WEIGHTS_NAME, revision=config.parent.name)
     except Exception as err:
         raise NowcasterLoadError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
-    return load_pretrained(config.parent)
+    model_cls = _architecture(config)
+    # The cache keeps files under snapshots/<commit>/: load the weights at that same commit, so that a push
+    # between the two downloads cannot pair this config with other weights.
+    commit = config.parent.name if _COMMIT.fullmatch(config.parent.name) else revision
+    try:
+        return model_cls.from_pretrained(repo_id, revision=commit)
+    except NowcasterLoadError:
+        raise
+    except Exception as err:
+        raise NowcasterLoadError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
 
 
 def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
@@ -160,9 +126,13 @@ def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
 
     Args:
         spec: ``"default"`` (the project's own NiNo weights, bundled); a baseline name (``"linefit"``,
-            ``"linefit+"``); a directory with ``config.json`` + ``model.safetensors``; an official ``.pt`` file; a
-            Hub repo id; or a nowcaster object (returned as is).
+            ``"linefit+"``); an official checkpoint name (``"nino_no_posw"``, ``"nino_mlp"``, ``"nino_mlp_h32"``);
+            a directory with ``config.json`` + ``model.safetensors``; an official ``.pt`` file; a Hub repo id; or a
+            nowcaster object (returned as is). The module docstring gives the order.
         revision: Hub revision (branch, tag or commit) to pin when ``spec`` is a repo id.
+    Raises:
+        NowcasterLoadError: the spec names weights that cannot be read, fetched or verified (the message says why
+            and what to do); ValueError for a spec that names nothing; TypeError for an object without predict.
     """
     if not isinstance(spec, (str, os.PathLike)):
         if callable(getattr(spec, "predict", None)):
@@ -174,16 +144,27 @@ def load_nowcaster(spec: Any = "default", *, revision: str | None = None):
         if not (DEFAULT_WEIGHTS / WEIGHTS_NAME).is_file():
             raise NowcasterLoadError(f"the bundled weights are missing from {DEFAULT_WEIGHTS} (a broken install?); "
                                      f"reinstall nino-optim, or pass another nowcaster. Accepted: {ACCEPTED}")
-        return load_pretrained(DEFAULT_WEIGHTS)
+        return _loaded(spec, _from_directory(DEFAULT_WEIGHTS), f"the bundled weights in {DEFAULT_WEIGHTS}")
     if text.lower() in BASELINES:
         return BASELINES[text.lower()]()
+    if text in OFFICIAL_CHECKPOINTS:
+        path = fetch_official(text)
+        return _loaded(spec, load_official(path), f"the official checkpoint {path}")
+    if text in UNAVAILABLE:
+        raise NowcasterLoadError(f"the official checkpoint {text!r} cannot be loaded by name: {UNAVAILABLE[text]}")
     path = Path(text).expanduser()
     if path.is_dir():
-        return load_pretrained(path)
+        return _loaded(spec, _from_directory(path), f"the directory {path}")
     if path.is_file():
-        if path.name == WEIGHTS_NAME or path.name == CONFIG_NAME:
-            return load_pretrained(path.parent)
-        return load_official(path)
+        if path.name in (WEIGHTS_NAME, CONFIG_NAME):
+            return _loaded(spec, _from_directory(path.parent), f"the directory {path.parent}")
+        return _loaded(spec, load_official(path), f"the official-format file {path}")
     if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.suffix:
-        return _from_hub(text, revision)
+        return _loaded(spec, _from_hub(text, revision), f"the Hugging Face Hub repo {text}"
+                       + (f" at {revision}" if revision else ""))
     raise ValueError(f"unknown nowcaster spec {text!r}: no such file or directory. Accepted: {ACCEPTED}")
+
+
+def _loaded(spec: Any, model: HubNowcaster, source: str) -> HubNowcaster:
+    logger.info("nowcaster %r: %s from %s", os.fspath(spec), type(model).__name__, source)
+    return model

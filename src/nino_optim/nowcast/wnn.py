@@ -1,7 +1,8 @@
 """WNN+ (official ``gnn=False`` variant, reference section 1.6): one small MLP applied to every parameter.
 
 Each scalar parameter is predicted from its own c scaled past states plus an embedding of its edge type; there
-is no message passing and no node feature. Layer-wise scaling and the k-decay make it the paper's WNN+.
+is no message passing and no node feature. Layer-wise scaling and the k-decay make it the paper's WNN+. ``WNN`` is
+a Hub model (``from_pretrained``, ``save_pretrained``, ``push_to_hub``; ``nowcast/hub_model.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from ..graph.neural_graph import NeuralGraph
 from .gnn import Projection, official_init_
+from .hub_model import HubNowcaster
 from .scaling import LayerwiseScaler
 
 
@@ -31,17 +33,20 @@ class WNNConfig:
         return {"architecture": "wnn", **asdict(self)}
 
 
-class WNN(nn.Module):
+class WNN(HubNowcaster):
     """Per-parameter nowcaster: ``delta_k = MLP(Linear(history) + type_embedding)[k - 1]``.
 
     Args:
-        config: a ``WNNConfig``.
+        config: a ``WNNConfig``, or the dict of ``config.json`` (``None``: the defaults).
         chunk_size: parameters processed at once in ``predict``.
     """
 
-    def __init__(self, config: WNNConfig | None = None, chunk_size: int = 2**20):
+    architecture = "wnn"
+    config_class = WNNConfig
+
+    def __init__(self, config: WNNConfig | dict | None = None, chunk_size: int = 2**20):
         super().__init__()
-        self.config = config = config or WNNConfig()
+        self.config = config = self.coerce_config(config)
         self.chunk_size = chunk_size
         hid = config.hid
         self.layer_embed = nn.Embedding(config.edge_types, hid)
