@@ -536,19 +536,37 @@ def test_parameter_not_in_model_raises():
         NiNoAdam([foreign], model, period=PERIOD, context=CONTEXT, max_steps=MAX_STEPS)
 
 
-@pytest.mark.parametrize("kw", [
-    {"period": 10, "context": 3},
-    {"period": 0},
-    {"period": -10},
-    {"context": 0},
-    {"context": -5},
-    {"max_steps": 0},
-    {"max_steps": -100},
+@pytest.mark.parametrize("kw, match", [
+    ({"period": 10, "context": 3}, "multiple of context"),
+    ({"period": 0}, "period"),
+    ({"period": -10}, "period"),
+    ({"context": 0}, "context"),
+    ({"context": -5}, "context"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"max_steps": -100}, "max_steps"),
+    ({"max_steps": True}, "max_steps"),
+    ({"max_steps": 1e4}, "max_steps"),
+    ({"max_horizon": 0}, "max_horizon"),
+    ({"max_horizon": -3}, "max_horizon"),
+    ({"max_horizon": 2.5}, "max_horizon"),
+    ({"max_horizon": 41}, "at most 40"),  # the default nowcaster predicts at most 40 spacings ahead
+    ({"k_decay": -1.0}, "k_decay"),
+    ({"k_decay": float("nan")}, "k_decay"),
+    ({"k_decay": "2"}, "k_decay"),
+    ({"lr": -1e-3}, "learning rate"),  # the base optimizer's own checks
+    ({"betas": (0.9, 1.5)}, "beta"),
+    ({"eps": -1.0}, "epsilon"),
 ])
-def test_bad_timeline_arguments_raise(kw):
-    model = mlp()
-    with pytest.raises(ValueError):
-        make(model, **kw)
+def test_bad_arguments_raise_value_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        make(mlp(), **kw)
+
+
+@pytest.mark.parametrize("kw", [{"schedule_aware": "yes"}, {"lpe": None}, {"reset_base_state": 1},
+                                {"history_dtype": torch.int64}, {"history_dtype": "float16"}])
+def test_arguments_of_the_wrong_type_raise_type_errors(kw):
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        make(mlp(), **kw)
 
 
 def test_period_not_multiple_of_context_message():

@@ -75,12 +75,14 @@ class NiNoAdam(Optimizer):
                  nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False,
                  lpe: bool = True, **base_kwargs: Any):
         self.interval = validate_timeline(period, context)
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
-            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
-        if k_decay < 0:
-            raise ValueError(f"k_decay must be >= 0, got {k_decay}")
+        _check_arguments(max_steps=max_steps, k_decay=k_decay, max_horizon=max_horizon, history_dtype=history_dtype,
+                         flags={"schedule_aware": schedule_aware, "reset_base_state": reset_base_state, "lpe": lpe})
         self.base = _make_base(params, base, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **base_kwargs)
         self.nowcaster = load_nowcaster(nowcaster)
+        supported = getattr(self.nowcaster, "max_horizon", None)
+        if max_horizon is not None and supported is not None and max_horizon > supported:
+            raise ValueError(f"max_horizon={max_horizon}, but the nowcaster predicts at most {supported} steps "
+                             f"ahead; pass max_horizon <= {supported} or leave it None")
         self.period, self.context = period, context
         self.reset_base_state = reset_base_state
         self.schedule_aware = bool(schedule_aware)
@@ -114,7 +116,7 @@ class NiNoAdam(Optimizer):
                           f"(k = 1 after that). Pass max_steps=<total optimizer steps> for the right schedule.",
                           stacklevel=2)
             max_steps = DEFAULT_MAX_STEPS
-        horizon = max_horizon or getattr(self.nowcaster, "max_horizon", 40)
+        horizon = max_horizon if max_horizon is not None else supported or 40
         self.k_schedule = k_schedule(max_steps, period, horizon, k_decay)
         self._calls = 0
 
@@ -320,6 +322,28 @@ class NiNoAdam(Optimizer):
     def __repr__(self) -> str:
         return (f"NiNoAdam(base={type(self.base).__name__}, nowcaster={self.nowcaster!r}, period={self.period}, "
                 f"context={self.context}, k_schedule={self.k_schedule})")
+
+
+def _check_arguments(*, max_steps, k_decay, max_horizon, history_dtype, flags: dict[str, Any]) -> None:
+    """``ValueError``/``TypeError`` for arguments that would otherwise fail late or be silently misread (the base
+    optimizer checks its own: lr, betas, eps, weight decay)."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if max_steps is not None and (not is_int(max_steps) or max_steps <= 0):
+        raise ValueError(f"max_steps must be a positive integer (the planned number of optimizer steps) or None, "
+                         f"got {max_steps!r}")
+    if isinstance(k_decay, bool) or not isinstance(k_decay, (int, float)) or not k_decay >= 0:
+        raise ValueError(f"k_decay must be a number >= 0 (0 keeps k at max_horizon), got {k_decay!r}")
+    if max_horizon is not None and (not is_int(max_horizon) or max_horizon <= 0):
+        raise ValueError(f"max_horizon must be a positive integer or None (the nowcaster's own), got {max_horizon!r}")
+    if history_dtype is not None and (not isinstance(history_dtype, torch.dtype) or
+                                      not history_dtype.is_floating_point):
+        raise TypeError(f"history_dtype must be a floating-point torch.dtype (e.g. torch.float32), got "
+                        f"{history_dtype!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _make_base(params, base, *, lr, betas, eps, weight_decay, **kwargs) -> Optimizer:
