@@ -3,7 +3,7 @@
 A subgraph keeps the edges of a group of parameter tensors, the nodes those edges touch, and the auxiliary edges
 (residual, head, self-loop) between kept nodes; nodes are renumbered and the positional encoding is computed on
 the subgraph itself. Edges of other groups, and so messages across group borders, are dropped: that is the price
-of the smaller graph (``benchmarks/subgraph_quality.py`` measures it).
+of the smaller graph (``experiments/subgraph_quality.py`` measures it).
 """
 from __future__ import annotations
 

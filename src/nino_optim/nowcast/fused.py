@@ -23,7 +23,7 @@ Tiles differ by kind of piece:
 Atomics make the float32 sums order-dependent (not bitwise reproducible run to run); the differences are at
 rounding level.
 
-Measured on an H200 (triton 3.6, ``benchmarks/fused_check.py``, ``docs/bench/h200/fused_check.txt``): the results
+Measured on an H200 (triton 3.6, ``experiments/fused_check.py``, ``docs/bench/h200/fused_check.txt``): the results
 match torch's to float32 rounding and small pieces run 1.3-2x faster, but big dense blocks run 20-30x slower than
 cuBLAS plus reductions (1M edges: 42 ms against 1.5 ms), so a whole nowcast of a 3.4M-parameter GPT-2 takes
 312 ms against native's 87 ms. That is why this kernel is opt-in and native stays the default.

@@ -12,7 +12,7 @@ class SubgraphNowcaster(nn.Module):
     """Runs ``nowcaster`` on one subgraph per transformer block and one for the remaining parameters.
 
     Peak memory follows the largest subgraph instead of the whole graph; messages across block borders are lost,
-    which changes the predictions (measured by ``benchmarks/subgraph_quality.py``). Use it with
+    which changes the predictions (measured by ``experiments/subgraph_quality.py``). Use it with
     ``NiNoAdam(..., nowcaster=SubgraphNowcaster(load_nowcaster("default")), nowcaster_device=...)``.
 
     Args:
