@@ -39,7 +39,7 @@ MODEL_CARD_TEMPLATE = """---
 A `{{ architecture }}` nowcaster ({{ parameters }} parameters) for the `nino-optim` library. Given the last
 {{ ctx }} states of a model's parameters, it predicts them up to {{ seq_len }} state spacings ahead; `NiNoAdam`
 applies such a prediction every `period` steps of its base optimizer. Method: "Accelerating Training with Neuron
-Interaction and Nowcasting Networks" (ICLR 2025, {{ paper_url }}).
+Interaction and Nowcasting Networks" (ICLR 2025, {{ paper }}).
 
 ## Use
 
@@ -80,8 +80,7 @@ def load_state_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], sou
 
 
 class HubNowcaster(nn.Module, PyTorchModelHubMixin, library_name="nino-optim", license="mit",
-                   paper_url=PAPER_URL, tags=["nino-optim", "nowcasting", "learning-to-optimize"],
-                   model_card_template=MODEL_CARD_TEMPLATE):
+                   tags=["nino-optim", "nowcasting", "learning-to-optimize"], model_card_template=MODEL_CARD_TEMPLATE):
     """Base of the nowcasters with weights. Subclasses set ``architecture`` (the ``config.json`` tag) and
     ``config_class`` (a dataclass with ``to_dict()``), take ``config`` as their first ``__init__`` argument and
     turn it into a config with ``coerce_config``."""
@@ -132,10 +131,12 @@ class HubNowcaster(nn.Module, PyTorchModelHubMixin, library_name="nino-optim", l
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
-                         map_location: str | torch.device = "cpu", strict: bool = True, **model_kwargs):
+                         map_location: str | torch.device = "cpu", strict: bool = True,
+                         proxies: dict | None = None, resume_download: bool | None = None, **model_kwargs):
         """Build the model from ``config.json`` (``model_kwargs["config"]``, as ``from_pretrained`` read it) and
         load ``model.safetensors`` from the directory or Hub repo ``model_id`` into it, strictly unless
-        ``strict=False``."""
+        ``strict=False``. ``proxies`` and ``resume_download`` are what huggingface_hub before 1.0 passes along;
+        the first is forwarded where given, the second has no effect."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -146,9 +147,10 @@ class HubNowcaster(nn.Module, PyTorchModelHubMixin, library_name="nino-optim", l
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
         else:
+            extra = {"proxies": proxies} if proxies else {}
             weights = Path(hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
                                            force_download=force_download, token=token,
-                                           local_files_only=local_files_only))
+                                           local_files_only=local_files_only, **extra))
         try:
             state = load_file(weights)
         except (OSError, SafetensorError) as err:
@@ -172,8 +174,11 @@ class HubNowcaster(nn.Module, PyTorchModelHubMixin, library_name="nino-optim", l
         if card is not None:
             return ModelCard(Path(card).read_text(encoding="utf-8"))
         config = self.config.to_dict()
+        # The paper goes in as ``paper`` (the mixin's own ``paper_url`` class option is missing from older
+        # huggingface_hub versions).
         return super().generate_model_card(
-            *args, model_class=type(self).__name__, architecture=self.architecture, ctx=config.get("ctx"),
-            seq_len=config.get("seq_len"), parameters=f"{sum(p.numel() for p in self.parameters()):,}",
-            config_json=json.dumps(config, indent=2), **kwargs)
+            *args, model_class=type(self).__name__, architecture=self.architecture, paper=PAPER_URL,
+            ctx=config.get("ctx"), seq_len=config.get("seq_len"),
+            parameters=f"{sum(p.numel() for p in self.parameters()):,}", config_json=json.dumps(config, indent=2),
+            **kwargs)
 
