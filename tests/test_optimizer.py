@@ -176,7 +176,32 @@ def test_k_follows_k_schedule():
     assert opt.k_schedule == k_schedule(MAX_STEPS, PERIOD) == [40, 25, 13, 5, 1]
     for _ in range(70):
         train_step(model, opt)
-    assert [c["k"] for c in rec.calls] == [40, 25, 13, 5, 1, 1, 1]
+    # Call 50 (the last of max_steps) takes a base step; past max_steps k stays at 1.
+    assert [c["k"] for c in rec.calls] == [40, 25, 13, 5, 1, 1]
+
+
+def test_the_last_step_before_max_steps_is_a_base_step_unless_final_nowcast():
+    for final, expected in ((False, [10, 20, 30, 40, 60]), (True, [10, 20, 30, 40, 50, 60])):
+        model = mlp()
+        opt = make(model, nowcaster=Recorder(shift=0.0), final_nowcast=final)
+        nowcasts = []
+        for call in range(1, 61):
+            if not opt.need_grads:
+                nowcasts.append(call)
+            train_step(model, opt)
+        assert nowcasts == expected
+    # Without final_nowcast, the last 10 calls up to max_steps are Adam's: from equal states, equal steps.
+    opt = make(model := mlp(), nowcaster=Recorder(shift=0.0))
+    for _ in range(40):
+        train_step(model, opt)
+    ref = mlp()
+    ref.load_state_dict(model.state_dict())
+    adam = torch.optim.Adam(ref.parameters(), lr=opt.param_groups[0]["lr"])
+    adam.load_state_dict(copy.deepcopy(opt.base.state_dict()))  # its own moments, equal to NiNoAdam's
+    for _ in range(10):
+        train_step(model, opt)
+        train_step(ref, adam)
+    assert torch.equal(flat(model), flat(ref))
 
 
 def test_max_horizon_from_nowcaster_and_argument():

@@ -44,7 +44,10 @@ class NiNoAdam(Optimizer):
             pass ``None`` or the same parameters).
         model: the module being trained; its structure gives the neural graph. Without it the parameters are
             treated as a chain in the order given.
-        lr, betas, eps, weight_decay: for the default Adam base; with ``base`` a class, those given are passed on.
+        lr: learning rate of the base optimizer (the default Adam, or a ``base`` class it is passed to).
+        betas: Adam's betas (passed to a ``base`` class when given).
+        eps: Adam's epsilon (passed to a ``base`` class when given).
+        weight_decay: the base optimizer's weight decay (passed to a ``base`` class when given).
         base: ``None`` (Adam), an optimizer class (built with ``params`` and the remaining kwargs) or instance.
         nowcaster: any spec ``load_nowcaster`` takes, or an object with ``predict(graph, states, k)``.
         period: steps between nowcasts (one of every ``period`` calls is a nowcast).
@@ -56,12 +59,16 @@ class NiNoAdam(Optimizer):
             schedule: k is scaled by the learning-rate mass of the coming k * (period // context) steps relative
             to the context window's rate (``schedule.lr_mass_ratio``; the rate is read from ``param_groups`` at
             each capture). With a constant rate nothing changes; a jump is never longer than the k-decay's.
-        history_device, history_dtype: where past states live (default: the parameters' device; float32, or
-            float64 for float64 models).
+        history_device: where past states live (default: the parameters' device).
+        history_dtype: how past states are stored (default: float32, or float64 for float64 models).
         nowcaster_device: where a neural nowcaster computes. Default: the parameters' device for a nowcaster
             loaded from a spec; a nowcaster object passed in stays where it is unless this is given.
         reset_base_state: clear the base optimizer's state (e.g. Adam moments) of the parameters a nowcast
             writes. Off by default, as in the official code.
+        final_nowcast: also nowcast in the last ``period // context`` steps before ``max_steps`` (the official
+            timeline's nowcast on the last step). Off by default: no step follows to correct a bad jump there, and
+            measured final-step nowcasts cost up to 0.19 perplexity or 14 points of accuracy; the base optimizer
+            takes that step instead. Nowcasts past ``max_steps`` are unaffected.
         lpe: use Laplacian positional node features in the graph.
         **base_kwargs: further keyword arguments for the base optimizer.
     """
@@ -73,10 +80,11 @@ class NiNoAdam(Optimizer):
                  k_decay: float = 2.0, max_horizon: int | None = None, schedule_aware: bool = True,
                  history_device: torch.device | str | None = None, history_dtype: torch.dtype | None = None,
                  nowcaster_device: torch.device | str | None = None, reset_base_state: bool = False,
-                 lpe: bool = True, **base_kwargs: Any):
+                 final_nowcast: bool = False, lpe: bool = True, **base_kwargs: Any):
         self.interval = validate_timeline(period, context)
         _check_arguments(max_steps=max_steps, k_decay=k_decay, max_horizon=max_horizon, history_dtype=history_dtype,
-                         flags={"schedule_aware": schedule_aware, "reset_base_state": reset_base_state, "lpe": lpe})
+                         flags={"schedule_aware": schedule_aware, "reset_base_state": reset_base_state, "lpe": lpe,
+                                "final_nowcast": final_nowcast})
         self.base = _make_base(params, base, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **base_kwargs)
         self.nowcaster = load_nowcaster(nowcaster)
         supported = getattr(self.nowcaster, "max_horizon", None)
@@ -85,7 +93,7 @@ class NiNoAdam(Optimizer):
                              f"ahead; pass max_horizon <= {supported} or leave it None")
         self.period, self.context = period, context
         self.reset_base_state = reset_base_state
-        self.schedule_aware = bool(schedule_aware)
+        self.schedule_aware, self.final_nowcast = schedule_aware, final_nowcast
         self._capture_lrs = [0.0] * context  # the learning rate at each capture of the current cycle
 
         base_params = [p for group in self.base.param_groups for p in group["params"]]
@@ -118,6 +126,7 @@ class NiNoAdam(Optimizer):
             max_steps = DEFAULT_MAX_STEPS
         horizon = max_horizon if max_horizon is not None else supported or 40
         self.k_schedule = k_schedule(max_steps, period, horizon, k_decay)
+        self.max_steps = max_steps
         self._calls = 0
 
     @property
@@ -132,7 +141,9 @@ class NiNoAdam(Optimizer):
         return self._calls
 
     def _is_nowcast(self, call: int) -> bool:
-        return capture_slot(call, self.interval, self.context) == self.context - 1
+        if capture_slot(call, self.interval, self.context) != self.context - 1:
+            return False
+        return self.final_nowcast or not self.max_steps - self.interval < call <= self.max_steps
 
     @property
     def need_grads(self) -> bool:
@@ -152,7 +163,7 @@ class NiNoAdam(Optimizer):
             self.history.capture([_full(p) for p in self._flat_params] if self._sharded else self._flat_params,
                                  slot)
             self._capture_lrs[slot] = self._current_lr()
-        if slot == self.context - 1:
+        if self._is_nowcast(call):
             loss = None
             if closure is not None:
                 with torch.enable_grad():
