@@ -40,12 +40,18 @@ class QuietFileHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def served(tmp_path):
-    """Copies of the reference checkpoints in ``served/checkpoints/`` (skips when the reference files are absent)."""
+    """The folder the local server serves as ``/checkpoints/``, empty."""
     folder = tmp_path / "served" / "checkpoints"
     folder.mkdir(parents=True)
-    for ckpt in OFFICIAL_CHECKPOINTS.values():
-        shutil.copyfile(official_checkpoint(ckpt.filename), folder / ckpt.filename)
     return folder
+
+
+@pytest.fixture
+def reference_files(served):
+    """Copies of the reference checkpoints in ``served`` (skips when the reference files are absent)."""
+    for ckpt in OFFICIAL_CHECKPOINTS.values():
+        shutil.copyfile(official_checkpoint(ckpt.filename), served / ckpt.filename)
+    return served
 
 
 @pytest.fixture
@@ -98,7 +104,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_download_once_then_cache_hit(server, cache, name):
+def test_download_once_then_cache_hit(server, reference_files, cache, name):
     ckpt = OFFICIAL_CHECKPOINTS[name]
     model = load_nowcaster(name)
     assert server.log == [("GET", f"/checkpoints/{ckpt.filename}")]
@@ -118,9 +124,8 @@ def test_download_once_then_cache_hit(server, cache, name):
 
 def test_wrong_hash_is_refused_and_not_cached(server, served, cache):
     path = served / "nino_mlp_h32.pt"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size, other bytes
-    path.write_bytes(bytes(data))
+    data = bytes(range(256)) * 96 + bytes(4)  # the expected size (24,580 bytes), other bytes
+    path.write_bytes(data)
     with pytest.raises(OfficialDownloadError, match="SHA-256") as info:
         load_nowcaster("nino_mlp_h32")
     message = str(info.value)
@@ -128,7 +133,7 @@ def test_wrong_hash_is_refused_and_not_cached(server, served, cache):
     assert str(cache / "nino_mlp_h32.pt") in message and official.official_url("nino_mlp_h32") in message
     assert _leftovers(cache) == []
 
-    path.write_bytes(bytes(data) * 2)  # too long: cut off at the expected size
+    path.write_bytes(data * 2)  # too long: cut off at the expected size
     with pytest.raises(OfficialDownloadError, match="more than 24580 bytes"):
         load_nowcaster("nino_mlp_h32")
     assert _leftovers(cache) == []
@@ -146,15 +151,14 @@ def test_offline_says_where_to_put_the_file(server, cache, monkeypatch, var):
     assert server.log == [] and _leftovers(cache) == []
 
 
-def test_offline_uses_a_valid_cached_file(server, cache, monkeypatch):
+def test_offline_uses_a_valid_cached_file(server, reference_files, cache, monkeypatch):
     load_nowcaster("nino_mlp")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert isinstance(load_nowcaster("nino_mlp"), WNN)
     assert len(server.log) == 1
 
 
-def test_server_404_says_where_to_get_the_file(server, served, cache):
-    (served / "nino_mlp.pt").unlink()
+def test_server_404_says_where_to_get_the_file(server, cache):  # the server's folder is empty
     with pytest.raises(OfficialDownloadError, match="HTTP 404") as info:
         load_nowcaster("nino_mlp")
     assert official.official_url("nino_mlp") in str(info.value) and str(cache / "nino_mlp.pt") in str(info.value)
@@ -172,16 +176,21 @@ def test_unreachable_server(cache, monkeypatch):
     assert _leftovers(cache) == []
 
 
-def test_a_corrupt_cached_file_is_replaced_online_and_refused_offline(server, cache, monkeypatch):
+def test_a_corrupt_cached_file_is_refused_offline(server, cache, monkeypatch):
     cache.mkdir(parents=True)
     (cache / "nino_mlp_h32.pt").write_bytes(b"not a checkpoint")
     monkeypatch.setenv("NINO_OFFLINE", "true")
     with pytest.raises(OfficialDownloadError, match="has SHA-256 [0-9a-f]{64}, not 389e4d51"):
         load_nowcaster("nino_mlp_h32")
     assert server.log == []
-    monkeypatch.delenv("NINO_OFFLINE")
+
+
+def test_a_corrupt_cached_file_is_replaced_online(server, reference_files, cache):
+    cache.mkdir(parents=True)
+    (cache / "nino_mlp_h32.pt").write_bytes(b"not a checkpoint")
     assert isinstance(load_nowcaster("nino_mlp_h32"), WNN)
     assert len(server.log) == 1 and _leftovers(cache) == ["nino_mlp_h32.pt"]
+    assert official.sha256_of(cache / "nino_mlp_h32.pt") == OFFICIAL_CHECKPOINTS["nino_mlp_h32"].sha256
 
 
 def test_cache_location(monkeypatch, tmp_path):
@@ -195,10 +204,12 @@ def test_cache_location(monkeypatch, tmp_path):
     assert official.cache_dir() == tmp_path / "mine" / "official"
 
 
-def test_default_url_pins_a_full_upstream_commit(monkeypatch):
+@pytest.mark.parametrize("name", NAMES)
+def test_default_url_pins_a_full_upstream_commit(monkeypatch, name):
     monkeypatch.delenv("NINO_OFFICIAL_URL", raising=False)
+    url = official.official_url(name)
     assert re.fullmatch(r"https://raw\.githubusercontent\.com/SamsungSAILMontreal/nino/[0-9a-f]{40}/checkpoints/"
-                        r"nino_no_posw\.pt", official.official_url("nino_no_posw"))
+                        + re.escape(OFFICIAL_CHECKPOINTS[name].filename), url)
 
 
 @pytest.mark.parametrize("name", NAMES)

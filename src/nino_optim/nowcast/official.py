@@ -1,16 +1,16 @@
 """The official NiNo checkpoints by name: where they come from, what their bytes must hash to, where they are cached.
 
 ``load_nowcaster("nino_no_posw")`` (or ``"nino_mlp"``, ``"nino_mlp_h32"``) calls ``fetch_official``, which returns
-the cached file or downloads it once from the upstream repository (SamsungSAILMontreal/nino, MIT license) at a
-pinned commit. Every file is checked against its SHA-256 before use, cached or not, so a moved tag, a proxy or a
-truncated transfer can never hand the loader other bytes. The loader itself is ``hub.load_official``
+the cached file or downloads it once from the upstream repository (SamsungSAILMontreal/nino, MIT license), each
+file at a pinned commit. Every file is checked against its SHA-256 before use, cached or not, so a mirror, a proxy
+or a truncated transfer can never hand the loader other bytes. The loader itself is ``hub.load_official``
 (``torch.load(weights_only=True)``).
 
 Environment:
     ``NINO_CACHE``: the cache root (default ``$XDG_CACHE_HOME/nino_optim``, else ``~/.cache/nino_optim``); the
         files live in its ``official/`` folder.
     ``NINO_OFFICIAL_URL``: base URL the files are fetched from, as ``<base>/<file>`` (default: the raw files of
-        the upstream repository at ``OFFICIAL_COMMIT``). A mirror, or a local server in tests.
+        the upstream repository, each at its commit in ``OFFICIAL_CHECKPOINTS``). A mirror, or a local server.
     ``NINO_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``: any of them true (1/on/yes/true) -> never
         download; only cached files are used.
 """
@@ -27,10 +27,7 @@ from pathlib import Path
 from .errors import NowcasterLoadError
 
 OFFICIAL_REPO = "SamsungSAILMontreal/nino"
-# The upstream commit whose checkpoints/ folder holds all three files below (the rename of the hidden-32 WNN+ to
-# nino_mlp_h32.pt and the hidden-128 nino_mlp.pt are both in it); the hashes are those of the reference copies.
-OFFICIAL_COMMIT = "bcef3d5e159ecd66bb195824da2f7a33c04ec07b"
-DEFAULT_OFFICIAL_URL = f"https://raw.githubusercontent.com/{OFFICIAL_REPO}/{OFFICIAL_COMMIT}/checkpoints"
+RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/checkpoints/{filename}"
 URL_ENV, CACHE_ENV = "NINO_OFFICIAL_URL", "NINO_CACHE"
 OFFLINE_ENVS = ("NINO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 TIMEOUT_S = 60.0
@@ -38,24 +35,29 @@ TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class OfficialCheckpoint:
-    """One released file: its name in ``checkpoints/``, SHA-256 and size of its bytes, and what it holds."""
+    """One released file: its name in ``checkpoints/``, SHA-256 and size of its bytes, the upstream commit it is
+    downloaded at, and what it holds."""
 
     filename: str
     sha256: str
     size: int
+    commit: str
     description: str
 
 
+# Each file is pinned to an upstream commit that holds it (for the WNN+ pair, the commit that renamed the hidden-32
+# model to nino_mlp_h32.pt and added the hidden-128 nino_mlp.pt). The hashes are those of the copies the reference
+# implementation was checked against; they, not the commits, decide what is accepted.
 OFFICIAL_CHECKPOINTS = {
     "nino_no_posw": OfficialCheckpoint(
         "nino_no_posw.pt", "2e2186e4a0e50193080eb9074648786ef25cd5ac3149a7df790127fe41101620", 2_215_116,
-        "NiNo GNN, hidden 128, no token-id features (any vocabulary)"),
+        "2aefecc5e5775a363f1cef614760747b9b6e3299", "NiNo GNN, hidden 128, no token-id features (any vocabulary)"),
     "nino_mlp": OfficialCheckpoint(
         "nino_mlp.pt", "34d9ff3703274fa07615e27937dac8ea07f375ed95b5bde6d39abd8c41c06f52", 233_551,
-        "WNN+ (per-parameter MLP, no graph), hidden 128"),
+        "bcef3d5e159ecd66bb195824da2f7a33c04ec07b", "WNN+ (per-parameter MLP, no graph), hidden 128"),
     "nino_mlp_h32": OfficialCheckpoint(
         "nino_mlp_h32.pt", "389e4d51e79a72bb9d780812504c98146073cc2a96da38be3b72d8abe0b6fd7d", 24_580,
-        "WNN+, hidden 32"),
+        "bcef3d5e159ecd66bb195824da2f7a33c04ec07b", "WNN+, hidden 32"),
 }
 
 # Released names that cannot be fetched by name, and why; ``load_nowcaster`` says so instead of "unknown spec".
@@ -81,9 +83,13 @@ def cache_dir() -> Path:
 
 
 def official_url(name: str) -> str:
-    """Where ``name``'s file is downloaded from: ``$NINO_OFFICIAL_URL/<file>`` or the pinned upstream commit."""
-    base = os.environ.get(URL_ENV) or DEFAULT_OFFICIAL_URL
-    return f"{base.rstrip('/')}/{_checkpoint(name).filename}"
+    """Where ``name``'s file is downloaded from: ``$NINO_OFFICIAL_URL/<file>``, else the raw file in the upstream
+    repository at its pinned commit."""
+    ckpt = _checkpoint(name)
+    base = os.environ.get(URL_ENV)
+    if base:
+        return f"{base.rstrip('/')}/{ckpt.filename}"
+    return RAW_URL.format(repo=OFFICIAL_REPO, commit=ckpt.commit, filename=ckpt.filename)
 
 
 def offline_reason() -> str | None:
