@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo from a fresh machine: Adam vs NiNoAdam on Fashion-MNIST (FM-16), about 10 minutes on a
-# 2-core CPU. Arguments are passed to examples/demo.py (e.g. --steps 10000 --eval-every 50 --out x.png).
+# 2-core CPU. Arguments are passed to examples/demo.py (e.g. --steps 10000 --eval-every 50 --out x.png;
+# --official DIR adds the official NiNo checkpoint DIR/nino_no_posw.pt to the comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
