@@ -47,7 +47,8 @@ SIZES = {
     "30M": (384, 6, 6),
 }
 # The official checkpoint: $NINO_REFERENCE_DIR/upstream-checkpoints/nino_no_posw.pt (children inherit the variable).
-CHECKPOINT = os.path.join(os.environ.get("NINO_REFERENCE_DIR", ""), "upstream-checkpoints", "nino_no_posw.pt")
+_REFERENCE = os.environ.get("NINO_REFERENCE_DIR")
+CHECKPOINT = os.path.join(_REFERENCE, "upstream-checkpoints", "nino_no_posw.pt") if _REFERENCE else ""
 K = 40
 CTX = 5
 # The official implementation on a 2-core CPU machine: nowcast s, extra GB.
@@ -300,8 +301,9 @@ def main() -> None:
         if c != "all" and not c.isdigit():
             parser.error(f"--chunks takes integers or 'all', got {c!r}")
     if not os.path.isfile(CHECKPOINT):
-        parser.error(f"the official checkpoint is not at {CHECKPOINT!r}: set NINO_REFERENCE_DIR to the directory "
-                     "holding upstream-checkpoints/nino_no_posw.pt")
+        where = f"not at {CHECKPOINT}" if CHECKPOINT else "NINO_REFERENCE_DIR is not set"
+        parser.error(f"needs the official checkpoint ({where}): set NINO_REFERENCE_DIR to the directory holding "
+                     "upstream-checkpoints/nino_no_posw.pt")
     if args.child:
         child(args.child, args.chunks, args.edge_states, args.max_gb, args.do_train_step,
               str(args.profile) if args.profile else None, args.out)
