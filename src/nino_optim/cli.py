@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_bench)
     p = sub.add_parser("report", help="markdown tables and a PNG of the curves from `bench` results")
     p.add_argument("--runs", default="runs/bench")
-    p.add_argument("--out", default="docs/bench", help="directory for README.md and curves.png")
+    p.add_argument("--out", default="runs/report", help="directory for README.md and curves.png")
     p.add_argument("--median-only", action="store_true", help="plot only the median curve of each method")
     p.add_argument("--target", nargs="+", default=None, metavar="TASK=T/L1/L2",
                    help="thresholds read from the curves instead of the recorded ones: the target, then the ladder "
