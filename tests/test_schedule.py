@@ -3,7 +3,7 @@ import pytest
 
 import math
 
-from nino_optim.schedule import (capture_slot, filled_slots, horizon_at, k_schedule, lr_mass_ratio,
+from nino_optim.schedule import (capture_slot, filled_slots, horizon_at, k_schedule, lr_mass_ratio, scaled_horizon,
                                  validate_timeline)
 
 
@@ -120,3 +120,12 @@ def test_lr_mass_ratio_of_a_zero_rate_is_zero_and_of_an_empty_window_one():
     assert lr_mass_ratio([0.3, 0.2, 0.1, 0.0, 0.0], 200, 200) == 0.0
     assert lr_mass_ratio([0.0] * 5, 200, 200) == 1.0  # nothing moved: nothing to scale
     assert lr_mass_ratio([], 200, 200) == 1.0
+
+
+def test_scaled_horizon_rounds_up_and_takes_part_of_the_jump():
+    assert scaled_horizon(16, [1.0] * 5, 200) == (16, 1.0)  # constant rate: the k-decay's horizon, all of it
+    lrs = [0.9, 0.8, 0.7, 0.6, 0.5]  # reaches zero 1000 steps after the newest capture
+    k_asked, fraction = scaled_horizon(20, lrs, 200)
+    scaled = 20 * lr_mass_ratio(lrs, 200, 20 * 200)
+    assert k_asked == math.ceil(scaled) and fraction == pytest.approx(scaled / k_asked) and 0 < fraction <= 1
+    assert scaled_horizon(3, [0.3, 0.2, 0.1, 0.0, 0.0], 200) == (1, 0.0)  # no rate left: no jump

@@ -7,7 +7,6 @@ of the ``context`` slots is a nowcast: instead of the base step, the nowcaster p
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Any, Callable, Iterable
@@ -23,7 +22,7 @@ from .graph.neural_graph import LPE_DIM
 from .history import History
 from .model_graph import ModelGraph
 from .nowcast import load_nowcaster
-from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, lr_mass_ratio, validate_timeline
+from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, scaled_horizon, validate_timeline
 
 try:  # FSDP2 (fully_shard) parameters are DTensors
     from torch.distributed.tensor import DTensor as _DTensor, distribute_tensor as _distribute_tensor
@@ -196,16 +195,10 @@ class NiNoAdam(Optimizer):
         return sum(n * lr for n, lr in zip(sizes, lrs)) / max(1, sum(sizes))
 
     def _horizon(self, call: int) -> tuple[int, float]:
-        """(k to ask the nowcaster for, fraction of its jump to take): (k, 1.0) from the k-decay, or with
-        ``schedule_aware`` the scaled horizon k' rounded up to an integer k with the fraction k' / k."""
+        """(k to ask the nowcaster for, fraction of its jump to take): the k-decay's (k, 1.0), or with
+        ``schedule_aware`` its horizon scaled by the coming learning-rate mass (``schedule.scaled_horizon``)."""
         k = horizon_at(call, self.k_schedule, self.period)
-        if not self.schedule_aware:
-            return k, 1.0
-        scaled = k * lr_mass_ratio(self._capture_lrs, self.interval, k * self.interval)
-        if scaled >= k:
-            return k, 1.0
-        k_asked = max(1, math.ceil(scaled - 1e-9))
-        return k_asked, scaled / k_asked
+        return scaled_horizon(k, self._capture_lrs, self.interval) if self.schedule_aware else (k, 1.0)
 
     def _nowcast(self, call: int) -> None:
         k, fraction = self._horizon(call)

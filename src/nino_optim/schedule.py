@@ -5,6 +5,8 @@ With ``period=1000, context=5`` the parameters are captured before the base step
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -86,3 +88,16 @@ def lr_mass_ratio(lrs: list[float], interval: int, ahead: int) -> float:
     else:  # the trend reaches zero within the horizon at now / -slope steps
         future_rate = 0.5 * now * (now / -slope) / ahead
     return min(1.0, max(0.0, future_rate / context_rate))
+
+
+def scaled_horizon(k: int, lrs: list[float], interval: int) -> tuple[int, float]:
+    """A schedule-aware nowcast: (horizon to ask the nowcaster for, fraction of its jump to take).
+
+    ``k' = k * lr_mass_ratio(lrs, interval, k * interval)`` is rounded up to the integer horizon ``K`` and the jump
+    is taken the fraction ``k' / K`` of the way from the newest state; ``(k, 1.0)`` when the ratio is 1.
+    """
+    scaled = k * lr_mass_ratio(lrs, interval, k * interval)
+    if scaled >= k:
+        return k, 1.0
+    asked = max(1, math.ceil(scaled - 1e-9))
+    return asked, scaled / asked
