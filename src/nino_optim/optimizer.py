@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from .graph import NeuralGraph, graph_parameters
 from .graph.chain import build_chain_graph
 from .graph.neural_graph import LPE_DIM
-from .history import History
+from .history import History, history_device_for
 from .model_graph import ModelGraph
 from .nowcast import load_nowcaster
 from .schedule import capture_slot, filled_slots, horizon_at, k_schedule, scaled_horizon, validate_timeline
@@ -58,7 +58,10 @@ class NiNoAdam(Optimizer):
             schedule: k is scaled by the learning-rate mass of the coming k * (period // context) steps relative
             to the context window's rate (``schedule.lr_mass_ratio``; the rate is read from ``param_groups`` at
             each capture). With a constant rate nothing changes; a jump is never longer than the k-decay's.
-        history_device: where past states live (default: the parameters' device).
+        history_device: where past states live. Default (None): the parameters' device when it is the CPU, else
+            the CPU, in pinned memory for CUDA parameters, so the history (``context`` copies of the model, more than
+            Adam's state) never takes accelerator memory unless asked; a capture is then one asynchronous
+            device-to-host copy every ``period // context`` steps. An explicit device (e.g. ``"cuda"``) wins.
         history_dtype: how past states are stored (default: float32, or float64 for float64 models).
         nowcaster_device: where a neural nowcaster computes. Default: the parameters' device for a nowcaster
             loaded from a spec; a nowcaster object passed in stays where it is unless this is given.
@@ -112,7 +115,8 @@ class NiNoAdam(Optimizer):
         first = self._flat_params[0]
         if history_dtype is None:
             history_dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._flat_params) else torch.float32
-        self.history = History(self._flat_params, context, history_device or first.device, history_dtype)
+        history_device, pin = history_device_for(first.device, history_device)
+        self.history = History(self._flat_params, context, history_device, history_dtype, pin_memory=pin)
         if nowcaster_device is None and isinstance(nowcaster, (str, os.PathLike)):
             nowcaster_device = first.device  # a DTensor's is its local shard's device
         if nowcaster_device is not None and isinstance(self.nowcaster, nn.Module):
