@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the project in one deadline-bounded command (several processes share the GPU):
 #   nowcast   one nowcast on CUDA: benchmarks/nowcast_cuda.py, 3.4M and 30M GPT-2
+#   history   where NiNoAdam's history lives: benchmarks/history_placement.py (capture and read times, GPU memory of
+#             the parameters' device against pinned CPU, float32 and bfloat16) for 1M, 10M and 100M GPTs, into
+#             history_placement.md (about half a minute; not in the default PHASES)
 #   fused     the Triton message-sum kernel: its tests on CUDA, experiments/fused_check.py, and the nowcast with
 #             the native and triton backends
 #   baselines the benchmark's baselines: FM-32 with Adam, Linefit+, WNN+, NiNo; FM-16 and lm with Adam and NiNo;
@@ -53,7 +56,8 @@ collected() {  # waits for the collection to end (its deadline), then stops what
 pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
   local metas; metas=$(cd "$W" && find trajectories -name meta.json)
   tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz.tmp" logs $(cd "$W" && ls -d bench metatrain* \
-    nowcast_cuda.json nowcast_fused.json 2> /dev/null) $metas && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+    nowcast_cuda.json nowcast_fused.json history_placement.* 2> /dev/null) $metas \
+    && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
 
 case "${SCALE:-full}" in
@@ -130,6 +134,13 @@ if has nowcast && [ "$DEVICE" = cuda ]; then  # alone on the GPU, so that its ti
     --edge-states float32 bfloat16 recompute --checkpoint .gpu/upstream-checkpoints/nino_no_posw.pt \
     --json "$W/nowcast_cuda.json" > "$W/logs/nowcast_cuda.log" 2>&1
   log "nowcast_cuda rc=$?"
+fi
+
+if has history; then  # alone on the GPU, so that its timings are clean (on a CPU dry run: the smallest size)
+  timeout 180 $PY benchmarks/history_placement.py --device $DEVICE --repeats 20 \
+    --sizes $([ "$DEVICE" = cuda ] && echo "${HISTORY_SIZES:-1M 10M 100M}" || echo 1M) \
+    --json "$W/history_placement.json" > "$W/history_placement.md" 2> "$W/logs/history_placement.log"
+  log "history_placement rc=$?"
 fi
 
 BACKGROUND=()
