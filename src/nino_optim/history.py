@@ -36,7 +36,8 @@ class History:
     With ``pin_memory`` the buffer is page-locked CPU memory and a capture of CUDA parameters only enqueues
     non-blocking device-to-host copies on each parameter device's current stream: the training loop does not
     wait for them. Every host-side access of the buffer (``states``, ``export``, ``restore`` and the next
-    ``capture``) first waits for the copies still in flight, so what it sees is always complete.
+    ``capture``) first waits for the copies still in flight, so what it sees is always complete; code that reads
+    ``buffer`` directly calls ``synchronize()`` first.
 
     Args:
         params: tensors in the graph's flat order.
