@@ -12,7 +12,7 @@ from nino_optim.history import History, history_device_for
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="pinned memory and asynchronous device-to-host copies need CUDA; "
-                                                 "the CPU tests below cover the placement rule and the wait points")
+                                                 "this file's CPU tests cover the placement rule and the wait points")
 
 
 def _params():
