@@ -240,7 +240,9 @@ class NiNoAdam(Optimizer):
     def _predict(self, k: int) -> tuple[torch.Tensor | None, str | None]:
         """The nowcaster's prediction [P] and None, or None and why it cannot be used."""
         try:
-            pred = self.nowcaster.predict(self.graph, self.history.states(), k)
+            # A neural nowcaster reads the states where it computes: a transient [P, c] copy there during the
+            # nowcast, rather than building every edge feature on the CPU when the history lives there.
+            pred = self.nowcaster.predict(self.graph, self.history.states(_module_device(self.nowcaster)), k)
         except Exception as err:  # a failed nowcast must never stop training
             return None, f"the nowcaster raised {type(err).__name__}: {err}"
         if not isinstance(pred, torch.Tensor) or pred.shape != (self.graph.num_params,):
@@ -372,6 +374,14 @@ def _make_base(params, base, *, lr, betas, eps, weight_decay, **kwargs) -> Optim
     if isinstance(base, type) and issubclass(base, Optimizer):
         return base(params, lr=lr, **given, **kwargs)
     raise TypeError(f"base must be None, a torch.optim.Optimizer subclass or instance; got {base!r}")
+
+
+def _module_device(nowcaster: Any) -> torch.device | None:
+    """Where a module nowcaster's parameters live; None for other nowcasters (they read the history in place)."""
+    if isinstance(nowcaster, nn.Module):
+        first = next(iter(nowcaster.parameters()), None)
+        return None if first is None else first.device
+    return None
 
 
 def _full(p: torch.Tensor) -> torch.Tensor:
