@@ -20,6 +20,10 @@
 #   own       the new weights in the benchmark (FM-16, FM-32, lm x 3 seeds), held-out meta-loss
 #   compare   the bundled default weights, Adam and the official NiNo side by side in one benchmark run (FM-16,
 #             FM-32, lm x 3 seeds)
+#   cosine    the benchmark under 5% warmup + cosine decay (into bench_cosine/): FM-32's Adam peak learning rate
+#             swept first (seed 1000; FM-16's 2.4e-2 and lm's 6e-3 come from the CPU sweep), then Adam, the
+#             bundled weights with and without schedule-aware jumps and the official NiNo, 3 seeds on each task
+#             (not in the default PHASES)
 # PHASES picks them (default: all). Each phase has a deadline (seconds after the start) and keeps what finished;
 # results are packed into $OUT after each phase.
 #
@@ -56,7 +60,7 @@ collected() {  # waits for the collection to end (its deadline), then stops what
 pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
   local metas; metas=$(cd "$W" && find trajectories -name meta.json)
   tar -C "$W" --exclude=checkpoint.pt -czf "$OUT/results.tar.gz.tmp" logs $(cd "$W" && ls -d bench metatrain* \
-    nowcast_cuda.json nowcast_fused.json history_placement.* 2> /dev/null) $metas \
+    bench_cosine nowcast_cuda.json nowcast_fused.json history_placement.* 2> /dev/null) $metas \
     && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
 
@@ -287,6 +291,33 @@ if has compare; then
   timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm16 fm32 lm --methods adam,nino,default \
     --workers 14 "${BENCH[@]}" > "$W/logs/bench_compare.log" 2>&1
   log "compare rc=$?"
+fi
+if has cosine; then
+  COSINE=(--schedule cosine --steps $STEPS --eval-every $EVAL --period $PERIOD --device $DEVICE --no-progress $EXTRA)
+  SWEEP=()
+  for lr in 6e-3 1.2e-2 2.4e-2; do  # FM-32's tuned peak for the schedule
+    timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task fm32 --methods adam --seeds 1000 --lr $lr \
+      --out "$W/bench_cosine/sweep_fm32_lr$lr" "${COSINE[@]}" > "$W/logs/cosine_sweep_$lr.log" 2>&1 &
+    SWEEP+=($!)
+  done
+  wait "${SWEEP[@]}"
+  FM32_LR=$($PY - "$W/bench_cosine" <<'PY'
+import json, pathlib, sys
+runs = {p.parent.parent.name.split("lr")[-1]: json.loads(p.read_text())["final_metric"]
+        for p in pathlib.Path(sys.argv[1]).glob("sweep_fm32_lr*/fm32/adam__seed1000.json")}
+print(max(runs, key=runs.get) if runs else "1.2e-2")
+PY
+)
+  log "cosine: FM-32 peak lr $FM32_LR"
+  METHODS='adam,default,plain=default[schedule_aware=false],nino' MAIN=()
+  for spec in fm16:2.4e-2 fm32:$FM32_LR lm:6e-3; do
+    timeout "$(left $T_END)" $PY -m nino_optim.cli bench --task ${spec%%:*} --lr ${spec##*:} --methods "$METHODS" \
+      --seeds 1000 2000 3000 --workers 12 --out "$W/bench_cosine/main" "${COSINE[@]}" \
+      > "$W/logs/cosine_${spec%%:*}.log" 2>&1 &
+    MAIN+=($!)
+  done
+  wait "${MAIN[@]}"
+  log "cosine done"
 fi
 for pid in "${BACKGROUND[@]}"; do wait $pid; log "background benchmark rc=$?"; done
 kill $GPU_LOG 2> /dev/null
