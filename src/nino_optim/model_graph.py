@@ -3,8 +3,8 @@
 Symbolic tracing needs no inputs, but models with data-dependent control flow (or ops it cannot follow) trace
 better with example inputs. When the input-free graph is imperfect, a forward pre-hook keeps the first
 training batch (references, no copy) and removes itself; the graph is then rebuilt from that batch the first
-time it is needed, at the first nowcast. Without a forward pass by then, the input-free graph is used and its
-warnings are shown.
+time it is needed (``NiNoAdam`` asks at the end of its first step, so that problems are reported then). Without a
+forward pass by then, the input-free graph is used and its warnings are shown.
 """
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ class NiNoAdam(Optimizer):
 
     @property
     def graph(self) -> NeuralGraph:
-        """The model's neural graph (final from the first nowcast on; see ``model_graph.py``)."""
+        """The model's neural graph (final from the end of the first step on; see ``model_graph.py``)."""
         return self._graph.get()
 
     # ----------------------------------------------------------------------------------------- timeline
