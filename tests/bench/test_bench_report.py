@@ -175,3 +175,20 @@ def test_lm_results_are_reported_as_perplexities(tmp_path):
     md, png, text = write_report(root, tmp_path / "docs")
     assert "target ppl 4 validation perplexity" in text and "mean to ppl 6" in text and "AdamW lr 0.003" in text
     assert "| 3.900 |" in text and png.stat().st_size > 0
+
+
+def test_thresholds_set_by_the_report_are_read_from_the_curves():
+    results = [fake("adam", 1000, 9825, 7500, 6000), fake("nino", 1000, 5625, 4000, 3000, paper="nino")]
+    s = summarize(results, {"fm16": (0.88, [0.85])})["fm16"]
+    assert (s["target"], s["ladder"]) == (0.88, [0.85])
+    # the curves (0.1, 0.85, 0.88, ...) at steps 0, 2500, 5000: 0.85 first at 2500, 0.88 first at 5000
+    assert s["methods"]["adam"]["per_seed"][1000] == (5000, False)
+    assert s["methods"]["adam"]["ladder"][0.85].value == 2500
+
+
+def test_scheduled_runs_get_no_paper_column():
+    results = [fake("adam", 1000, 9825, 7500, 6000), fake("nino", 1000, 5625, 4000, 3000, paper="nino")]
+    assert summarize(results)["fm16"]["methods"]["nino"]["paper_reduction"] == 46.8
+    for r in results:
+        r["config"]["schedule"], r["config"]["warmup"] = "cosine", 0.05
+    assert summarize(results)["fm16"]["methods"]["nino"]["paper_reduction"] is None  # the paper's rate is constant

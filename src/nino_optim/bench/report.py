@@ -153,7 +153,9 @@ def summarize(results: list[dict], thresholds: dict[str, tuple[float, list[float
             else:
                 m["reduction"] = reduction_bound(m["median"], adam["median"])
                 m["ladder_reduction"] = {x: reduction_bound(m["ladder"][x], adam["ladder"][x]) for x in ladder}
-            m["paper_reduction"] = PAPER_TABLE2.get(task, {}).get(m["paper_method"]) if name != "adam" else None
+            constant = all_runs[0].get("config", {}).get("schedule", "constant") == "constant"  # the paper's protocol
+            m["paper_reduction"] = PAPER_TABLE2.get(task, {}).get(m["paper_method"]) \
+                if name != "adam" and constant else None
         order = sorted(methods, key=lambda n: (n != "adam", _METHOD_ORDER.get(methods[n]["paper_method"], 9), n))
         summary[task] = {"task_name": t["task_name"], "target": target, "ladder": ladder, "steps_cap": cap,
                          "higher_is_better": all_runs[0].get("higher_is_better", True),
