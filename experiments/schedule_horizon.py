@@ -85,7 +85,12 @@ def main(argv=None) -> None:
             for r in rows:
                 print(f"| {r['step']} | {r['k']} | {r['k_scaled']} | {r['plain']:.3f} | {r['aware']:.3f} |")
         every = [r for rows in results[spec].values() for r in rows]
-        print(f"\n{spec}: median relative error over {len(every)} nowcasts: plain "
+        print(f"\n{spec}, median over {len(results[spec])} trajectories\n| step | plain | schedule-aware |\n|--:|--:|--:|")
+        for step in sorted({r["step"] for r in every}):
+            at = [r for r in every if r["step"] == step]
+            print(f"| {step} | {statistics.median(r['plain'] for r in at):.3f} | "
+                  f"{statistics.median(r['aware'] for r in at):.3f} |")
+        print(f"{spec}: median relative error over {len(every)} nowcasts: plain "
               f"{statistics.median(r['plain'] for r in every):.3f}, schedule-aware "
               f"{statistics.median(r['aware'] for r in every):.3f}")
     if args.out:
