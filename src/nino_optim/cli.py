@@ -115,6 +115,12 @@ def _report(args: argparse.Namespace) -> None:
     print(f"written: {md}" + (f", {png}" if png else " (no PNG: matplotlib is not installed)"))
 
 
+def _schedule_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--schedule`` and ``--warmup``, shared by ``collect`` and ``bench``."""
+    parser.add_argument("--schedule", default="constant", choices=["constant", "cosine"], help=help)
+    parser.add_argument("--warmup", type=float, default=0.05, help="cosine: warmup steps as a fraction of --steps")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nino-optim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,10 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fm16-share", type=float, default=0.0,
                    help="fraction of the convnets that train the FM-16 benchmark's own architecture (16, 32, 32), "
                         "as half of the official data does (default 0: the varied zoo)")
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
-                   help="every run's learning rate: constant, or linear warmup + cosine decay to zero (its drawn "
-                        "rate the peak); scheduled runs never stack")
-    p.add_argument("--warmup", type=float, default=0.05, help="cosine: warmup steps as a fraction of --steps")
+    _schedule_arguments(p, "every run's learning rate: constant, or linear warmup + cosine decay to zero (its "
+                           "drawn rate the peak); scheduled runs never stack")
     p.add_argument("--kinds", default="convnet,mlp,gpt",
                    help="comma-separated architecture kinds to keep (--runs of them, the first of the zoo's "
                         "stream), e.g. convnet")
@@ -198,9 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="target test accuracy (default: the task's, 89.5 / 90.5), or validation perplexity for lm")
     p.add_argument("--ladder", default=None,
                    help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; lm: its own)")
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
-                   help="learning rate: constant (the paper's protocol) or linear warmup + cosine decay to zero")
-    p.add_argument("--warmup", type=float, default=0.05, help="cosine: warmup steps as a fraction of --steps")
+    _schedule_arguments(p, "learning rate: constant (the paper's protocol) or linear warmup + cosine decay to zero")
     p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
     p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")
     p.add_argument("--device", default="cpu", help="where models and data live: cpu, cuda, cuda:1, ...")

@@ -126,4 +126,4 @@ class History:
 
 
 def _gib(shape: tuple[int, int], dtype: torch.dtype) -> float:
-    return shape[0] * shape[1] * torch.empty((), dtype=dtype).element_size() / 2 ** 30
+    return shape[0] * shape[1] * dtype.itemsize / 2 ** 30

@@ -34,13 +34,19 @@ def warmup_cosine(steps: int, warmup: float) -> Callable[[int], float]:
     return multiplier
 
 
+def check_schedule(schedule: str, steps: int, warmup: float) -> None:
+    """``ValueError`` for an unknown schedule, a non-positive ``steps`` or a warmup outside [0, 1)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+    warmup_cosine(steps, warmup)
+
+
 def attach_schedule(optimizer: Optimizer, schedule: str, steps: int, warmup: float) -> LambdaLR | None:
     """Drive ``optimizer``'s learning rate by ``schedule`` over ``steps`` steps; None for ``"constant"``.
 
     The returned ``LambdaLR`` is stepped by a step post-hook of ``optimizer`` (kept alive by the hook).
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+    check_schedule(schedule, steps, warmup)
     if schedule == "constant":
         return None
     scheduler = LambdaLR(optimizer, warmup_cosine(steps, warmup))

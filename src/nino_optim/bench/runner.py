@@ -34,7 +34,7 @@ import torch
 
 from .data import load_fashion_mnist
 from .lm import LM_TASK, train_lm_steps_to_target
-from .lr_schedule import SCHEDULES, attach_schedule, warmup_cosine
+from .lr_schedule import attach_schedule, check_schedule
 from .text import load_kjv
 from .steps_to_target import first_reached, train_steps_to_target
 from .tasks import TASKS
@@ -186,9 +186,7 @@ class BenchConfig:
         self.ladder = tuple(sorted(float(t) for t in (LADDERS[self.task] if self.ladder is None else self.ladder)))
         if self.steps <= 0 or self.eval_every <= 0:
             raise ValueError("steps and eval_every must be positive")
-        warmup_cosine(self.steps, self.warmup)  # checks warmup
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        check_schedule(self.schedule, self.steps, self.warmup)
 
     @property
     def higher_is_better(self) -> bool:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..bench.lm import LMTask, TinyGPT
-from ..bench.lr_schedule import SCHEDULES, warmup_cosine
+from ..bench.lr_schedule import check_schedule
 from ..bench.tasks import TASKS, ConvNet
 
 
@@ -103,9 +103,7 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
     ``schedule``, ``warmup``: every run's learning rate follows this schedule (``bench.lr_schedule``), its drawn
     rate being the peak; a scheduled zoo has other run ids than the constant-rate one, so both can share a
     directory."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
-    warmup_cosine(steps, warmup)  # checks warmup
+    check_schedule(schedule, steps, warmup)
     if not 0.0 <= fm16_share <= 1.0:
         raise ValueError(f"fm16_share must be in [0, 1], got {fm16_share}")
     unknown = set(kinds) - set(KINDS)
