@@ -16,7 +16,7 @@ def _collect(args: argparse.Namespace) -> None:
 
     specs = make_zoo(args.runs, steps=args.steps, save_every=args.save_every, zoo_seed=args.zoo_seed,
                      fm16_share=args.fm16_share, kinds=args.kinds.split(","), schedule=args.schedule,
-                     warmup=args.warmup)
+                     warmup=args.warmup, lr_scale=args.lr_scale)
     done = collect(specs, args.out, workers=args.workers, device=args.device, stack=args.stack)
     print(f"{len(done)} new trajectories in {args.out} ({len(specs) - len(done)} were already there)")
 
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                         "as half of the official data does (default 0: the varied zoo)")
     _schedule_arguments(p, "every run's learning rate: constant, or linear warmup + cosine decay to zero (its "
                            "drawn rate the peak); scheduled runs never stack")
+    p.add_argument("--lr-scale", type=float, default=1.0,
+                   help="multiply every drawn learning rate (a schedule's tuned peak is 2-4x the tuned constant "
+                        "rate)")
     p.add_argument("--kinds", default="convnet,mlp,gpt",
                    help="comma-separated architecture kinds to keep (--runs of them, the first of the zoo's "
                         "stream), e.g. convnet")

@@ -67,6 +67,15 @@ def test_zoo_kinds_keeps_the_full_zoos_runs_of_those_kinds():
         make_zoo(4, kinds=["transformer"])
 
 
+def test_zoo_lr_scale_multiplies_the_same_draws():
+    base, scaled = make_zoo(16, schedule="cosine"), make_zoo(16, schedule="cosine", lr_scale=2.0)
+    assert [s.arch for s in base] == [s.arch for s in scaled] and [s.seed for s in base] == [s.seed for s in scaled]
+    assert all(abs(b.lr * 2 - s.lr) <= 1e-2 * s.lr for b, s in zip(base, scaled))
+    assert len({s.run_id for s in base} | {s.run_id for s in scaled}) == 32
+    with pytest.raises(ValueError, match="lr_scale"):
+        make_zoo(4, lr_scale=0)
+
+
 def test_trajectory_roundtrip_and_listing(tmp_path):
     path = _fake_run(tmp_path, 1)
     (tmp_path / ".half-written.tmp").mkdir()  # an interrupted write is not listed

@@ -85,7 +85,7 @@ KINDS = ("convnet", "mlp", "gpt")
 
 def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed: int = 0,
              fm16_share: float = 0.0, kinds: Collection[str] = KINDS, schedule: str = "constant",
-             warmup: float = 0.05) -> list[RunSpec]:
+             warmup: float = 0.05, lr_scale: float = 1.0) -> list[RunSpec]:
     """``runs`` run specs, in a repeating pattern of 8: five FM-16/FM-32-family convnets (widths 8-64), one MLP
     and two byte-level GPTs (2-4 layers, 16-64 wide, 2-4 heads) on CPython's help texts; Adam or AdamW with
     the learning rate drawn log-uniformly within a factor 2 of the tuned one (6e-3 convnets, 2e-3 MLPs, 3e-3
@@ -102,8 +102,14 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
 
     ``schedule``, ``warmup``: every run's learning rate follows this schedule (``bench.lr_schedule``), its drawn
     rate being the peak; a scheduled zoo has other run ids than the constant-rate one, so both can share a
-    directory."""
+    directory.
+
+    ``lr_scale``: multiplies every drawn rate after the draw (the stream of draws is unchanged). A schedule's tuned
+    peak is higher than the tuned constant rate (2x for the language task, 4x for FM-16), so a scheduled zoo that
+    should look like users' tuned runs takes a scale of 2-4."""
     check_schedule(schedule, steps, warmup)
+    if not lr_scale > 0:
+        raise ValueError(f"lr_scale must be positive, got {lr_scale}")
     if not 0.0 <= fm16_share <= 1.0:
         raise ValueError(f"fm16_share must be in [0, 1], got {fm16_share}")
     unknown = set(kinds) - set(KINDS)
@@ -111,7 +117,7 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
         raise ValueError(f"kinds must be some of {', '.join(KINDS)}; got {sorted(kinds)}")
     if set(kinds) != set(KINDS):  # every 8 draws hold at least one run of each kind
         full = make_zoo(8 * runs, steps=steps, save_every=save_every, zoo_seed=zoo_seed, fm16_share=fm16_share,
-                        schedule=schedule, warmup=warmup)
+                        schedule=schedule, warmup=warmup, lr_scale=lr_scale)
         return [s for s in full if s.arch["kind"] in kinds][:runs]
     rng = random.Random(zoo_seed)
     widths = [8, 12, 16, 24, 32, 48, 64]
@@ -133,7 +139,7 @@ def make_zoo(runs: int, *, steps: int = 10_000, save_every: int = 200, zoo_seed:
             h1 = rng.choice(widths)
             arch = {"kind": "convnet", "hid": [h1, rng.choice([w for w in widths if w >= h1]), rng.choice(widths)]}
             lr = 6e-3
-        lr *= math.exp(rng.uniform(-0.7, 0.7))
+        lr *= math.exp(rng.uniform(-0.7, 0.7)) * lr_scale
         optimizer = rng.choice(["adam", "adamw"])
         specs.append(RunSpec(arch=arch, optimizer=optimizer, lr=float(f"{lr:.3g}"),
                              weight_decay=0.0 if optimizer == "adam" else 1e-2, seed=1 + i + 1000 * zoo_seed,
