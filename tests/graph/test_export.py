@@ -10,7 +10,8 @@ from gpt_models import GPT
 from nino_optim import build_neural_graph
 from nino_optim.graph.builder import build_traced_graph, graph_parameters
 from nino_optim.graph import export_trace
-from nino_optim.graph.export_trace import ExportPropagator, export_graph
+from nino_optim.graph.aten import ExportPropagator
+from nino_optim.graph.export_trace import export_graph
 from test_hf import tiny_gpt2, tiny_llama
 from test_trace import ResNet, TwoBranch
 
@@ -35,7 +36,7 @@ def test_export_route_gives_the_symbolic_graph(name):
     prop = ExportPropagator(gm, model, placeholders, graph_parameters(model))
     prop.run()
     assert prop.notes == [] and prop.fallback == {}
-    exported = prop.assembly.finish(fallback=prop.fallback, lpe=False)
+    exported = prop.graph.assembly.finish(fallback=prop.fallback, lpe=False)
     for attr in ("edge_index", "edge_type", "param_edge", "param_slot", "pos_w"):
         assert torch.equal(getattr(exported, attr), getattr(symbolic, attr)), attr
     assert [p.edge_type for p in exported.params] == [p.edge_type for p in symbolic.params]
@@ -66,7 +67,7 @@ def _graph_through(tracer: str, model, args, kwargs, monkeypatch):
     prop = ExportPropagator(gm, model, placeholders, graph_parameters(model))
     prop.run()
     assert prop.notes == [] and prop.fallback == {}
-    return prop.assembly.finish(fallback=prop.fallback, lpe=False)
+    return prop.graph.assembly.finish(fallback=prop.fallback, lpe=False)
 
 
 @pytest.mark.parametrize("name", TRACED)

@@ -26,145 +26,149 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .assembly import EXTRA_ROLE, OUTPUT_ROLE
+from . import joins, layers
+from .assembly import EXTRA_ROLE
 from .chain import edge_type_of
 from .neural_graph import ATTN_K, ATTN_Q, ATTN_V, HEAD
-from .spaces import LazyInput, NotUnderstood, Scores, Space, Unknown
+from .shapes import call_args, has_feature, ndim_of
+from .spaces import NotUnderstood, Scores, Space, Unknown
+from .writer import GraphWriter
 
 
-class AttentionMixin:
-    """Attention handlers of ``Propagator`` (they use its assembly and layer handlers)."""
+def multihead_attention(g: GraphWriter, name: str, mod: nn.MultiheadAttention, args, kwargs):
+    """``nn.MultiheadAttention`` as self-attention: fused q/k/v projection, heads, output projection."""
+    q_in, k_in, v_in = call_args(args, kwargs, ("query", None), ("key", None), ("value", None))
+    if not (q_in is k_in is v_in) or not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
+        return g.chain_fallback(name, mod)  # cross-attention or separate projections: not modelled
+    d, heads = mod.embed_dim, mod.num_heads
+    w, b = g.param(mod, "in_proj_weight"), g.param(mod, "in_proj_bias")
+    layer = g.weight_layer(name, w, b)
+    in_nodes = g.input_nodes(q_in, d, -1, layer, name)
+    qkv = g.output_space(3 * d, layer, ndim=ndim_of(q_in), made_from=in_nodes)
+    if w is not None and not g.placed(w):
+        g.dense(w, in_nodes, qkv.nodes, edge_type_of(g.name(w), (3 * d, d)),
+                torch.arange(3 * d * d).view(3 * d, d).t()[..., None])
+    g.attach(b, qkv)
+    q, k, v = (qkv.with_(nodes=qkv.nodes[i * d:(i + 1) * d], heads=heads, head_dim=-3, dim=-1, ndim=4)
+               for i in range(3))
+    values = attention(g, q, k, v).with_(heads=None, head_dim=None, dim=-1, ndim=ndim_of(q_in))
+    out = layers.linear(g, f"{name}.out_proj", mod.out_proj, values, d, d, transposed=False)
+    return (out, None)  # (attention output, attention weights)
 
-    def _multihead_attention(self, name: str, mod: nn.MultiheadAttention, args, kwargs):
-        """``nn.MultiheadAttention`` as self-attention: fused q/k/v projection, heads, output projection."""
-        q_in, k_in, v_in = _args(args, kwargs, ("query", None), ("key", None), ("value", None))
-        if not (q_in is k_in is v_in) or not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
-            return self._chain_fallback(name, mod)  # cross-attention or separate projections: not modelled
-        d, heads = mod.embed_dim, mod.num_heads
-        w, b = self._param(mod, "in_proj_weight"), self._param(mod, "in_proj_bias")
-        layer = self._weight_layer(name, w, b)
-        in_nodes = self._input_nodes(q_in, d, -1, layer, name)
-        qkv = Space(self.assembly.new_nodes(3 * d, layer, OUTPUT_ROLE), dim=-1, ndim=_ndim(q_in), layer=layer,
-                    made_from=in_nodes)
-        if w is not None and w not in self.assembly.placed:
-            self._dense(w, in_nodes, qkv.nodes, edge_type_of(self.named_shapes[w][0], (3 * d, d)),
-                        torch.arange(3 * d * d).view(3 * d, d).t()[..., None])
-        self._attach(b, qkv)
-        q, k, v = (qkv.with_(nodes=qkv.nodes[i * d:(i + 1) * d], heads=heads, head_dim=-3, dim=-1, ndim=4)
-                   for i in range(3))
-        values = self._attention(q, k, v).with_(heads=None, head_dim=None, dim=-1, ndim=_ndim(q_in))
-        out = self._linear(f"{name}.out_proj", mod.out_proj, values, d, d, transposed=False)
-        return (out, None)  # (attention output, attention weights)
 
-    def _encoder_layer(self, name: str, mod: nn.TransformerEncoderLayer, x):
-        """``nn.TransformerEncoderLayer`` (post- or pre-norm) from its parts, as its forward computes it."""
-        if isinstance(x, Unknown):
-            return x
+def encoder_layer(g: GraphWriter, name: str, mod: nn.TransformerEncoderLayer, x):
+    """``nn.TransformerEncoderLayer`` (post- or pre-norm) from its parts, as its forward computes it."""
+    if isinstance(x, Unknown):
+        return x
 
-        def attention(h):
-            out = self._multihead_attention(f"{name}.self_attn", mod.self_attn, (h, h, h), {})
-            return out[0] if isinstance(out, tuple) else out
+    def self_attention(h):
+        out = multihead_attention(g, f"{name}.self_attn", mod.self_attn, (h, h, h), {})
+        return out[0] if isinstance(out, tuple) else out
 
-        def feed_forward(h):
-            h = self._linear(f"{name}.linear1", mod.linear1, h, mod.linear1.in_features, mod.linear1.out_features,
-                             transposed=False)
-            return self._linear(f"{name}.linear2", mod.linear2, h, mod.linear2.in_features,
-                                mod.linear2.out_features, transposed=False)
+    def feed_forward(h):
+        h = layers.linear(g, f"{name}.linear1", mod.linear1, h, mod.linear1.in_features,
+                          mod.linear1.out_features, transposed=False)
+        return layers.linear(g, f"{name}.linear2", mod.linear2, h, mod.linear2.in_features,
+                             mod.linear2.out_features, transposed=False)
 
-        if mod.norm_first:
-            x = self._join(None, [x, attention(self._norm(f"{name}.norm1", mod.norm1, x))])
-            return self._join(None, [x, feed_forward(self._norm(f"{name}.norm2", mod.norm2, x))])
-        x = self._norm(f"{name}.norm1", mod.norm1, self._join(None, [x, attention(x)]))
-        return self._norm(f"{name}.norm2", mod.norm2, self._join(None, [x, feed_forward(x)]))
+    if mod.norm_first:
+        x = joins.join(g, [x, self_attention(layers.norm(g, f"{name}.norm1", mod.norm1, x))])
+        return joins.join(g, [x, feed_forward(layers.norm(g, f"{name}.norm2", mod.norm2, x))])
+    x = layers.norm(g, f"{name}.norm1", mod.norm1, joins.join(g, [x, self_attention(x)]))
+    return layers.norm(g, f"{name}.norm2", mod.norm2, joins.join(g, [x, feed_forward(x)]))
 
-    def _split_heads(self, x: Space, shape: list) -> Space:
-        """``view(B, T, H, hd)`` of features: heads split off the feature dimension."""
-        a, b = shape[-2], shape[-1]
-        if isinstance(a, int) and a > 0:
-            heads = a
-        elif isinstance(b, int) and b > 0:
-            heads = x.size // b if x.size % b == 0 else -1
-        else:
-            raise NotUnderstood("reshape of features with unknown sizes")
-        if heads <= 0 or x.size % heads or (isinstance(b, int) and b > 0 and heads * b != x.size):
-            raise NotUnderstood(f"reshape of {x.size} features to {shape[-2:]}")
-        return x.with_(heads=heads, head_dim=-2, dim=-1, ndim=len(shape))
 
-    def _merge_heads(self, x: Space, shape: list) -> Space:
-        """``view(B, T, C)`` of (B, T, H, hd): heads merged back into one feature dimension."""
-        last = shape[-1]
-        if x.dim != -1 or x.head_dim != -2 or not (last is None or last == -1 or last == x.size):
-            raise NotUnderstood("reshape of attention heads that does not merge them back")
-        return x.with_(heads=None, head_dim=None, dim=-1, ndim=len(shape))
+def split_heads(x: Space, shape: list) -> Space:
+    """``view(B, T, H, hd)`` of features: heads split off the feature dimension."""
+    a, b = shape[-2], shape[-1]
+    if isinstance(a, int) and a > 0:
+        heads = a
+    elif isinstance(b, int) and b > 0:
+        heads = x.size // b if x.size % b == 0 else -1
+    else:
+        raise NotUnderstood("reshape of features with unknown sizes")
+    if heads <= 0 or x.size % heads or (isinstance(b, int) and b > 0 and heads * b != x.size):
+        raise NotUnderstood(f"reshape of {x.size} features to {shape[-2:]}")
+    return x.with_(heads=heads, head_dim=-2, dim=-1, ndim=len(shape))
 
-    def _matmul(self, a, b):
-        if isinstance(a, Space) and isinstance(b, Space) and a.heads and b.heads:
-            if a.dim == -1 and b.dim == -2 and a.head_dim == b.head_dim == -3:
-                return Scores(a, b)
-        if isinstance(a, Scores) and isinstance(b, Space):
-            return self._attention(a.q, a.k, b)
-        if not _has_feature((a, b)):
-            return None
-        raise NotUnderstood("matrix product of features")
 
-    def _attention(self, q, k, v):
-        """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5).
+def merge_heads(x: Space, shape: list) -> Space:
+    """``view(B, T, C)`` of (B, T, H, hd): heads merged back into one feature dimension."""
+    last = shape[-1]
+    if x.dim != -1 or x.head_dim != -2 or not (last is None or last == -1 or last == x.size):
+        raise NotUnderstood("reshape of attention heads that does not merge them back")
+    return x.with_(heads=None, head_dim=None, dim=-1, ndim=len(shape))
 
-        Grouped-query attention (k and v with fewer heads than q, given as such or as repeated copies) is wired
-        as shared neurons: the query heads of a group are one set of neurons (their weights become parallel
-        edges), which the group's key head is identified with, and each value head is joined to the head nodes
-        of its whole group. So permuting groups, heads within a group, or neurons within a head consistently
-        (the model's symmetries) permutes the graph.
-        """
-        k, v = (_one_head(t, q) for t in (k, v))
-        if not all(isinstance(t, Space) and t.heads for t in (q, k, v)):
-            raise NotUnderstood("attention on tensors without heads")
-        k, v = _distinct_heads(k), _distinct_heads(v)
-        if q.heads % k.heads or q.heads % v.heads or q.size * k.heads != k.size * q.heads:
-            raise NotUnderstood("attention with mismatched query/key/value sizes")
-        key = ("attention", q.uid, tuple(q.nodes[:1].tolist()), tuple(k.nodes[:1].tolist()))
-        if key in self._joined:
-            return _repeated(v, q.heads)
-        self._joined.add(key)
-        asm = self.assembly
-        heads = asm.new_nodes(q.heads, q.layer, EXTRA_ROLE, index_base=-1)
-        for space, etype in ((q, ATTN_Q), (v, ATTN_V)):
-            for block, mask in asm.blocks_into(space.nodes):
-                if block.elem is not None and block.elem.shape[1] and _is_weight(self.named_shapes[block.param]):
-                    part = block if bool(mask.all()) else asm.split_block(block, mask)
-                    part.etype = etype
-                elif not bool(mask.all()):  # a bias shared with other neurons (fused qkv): its own node here
-                    part = asm.split_block(block, mask)
-                    part.src = asm.new_nodes(1, space.layer, EXTRA_ROLE, index_base=block.param).expand_as(part.src)
-            group = q.heads // space.heads  # head nodes per head of this space
-            for i in range(group):  # head node g * group + i -> every neuron of head g
-                head_of = (torch.arange(space.heads) * group + i).repeat_interleave(space.size // space.heads)
-                asm.add_aux_block(heads[head_of], space.nodes, HEAD)
-        group = q.heads // k.heads
-        first = q.head_nodes()[::group]  # [k.heads, hd]: the query neurons standing for each group
-        for i in range(1, group):  # the other query heads of a group are the same neurons
-            asm.alias(q.head_nodes()[i::group].reshape(-1), first.reshape(-1))
-        queries = first.reshape(-1)
-        # keys: no neurons of their own; the key weight runs from the query neurons back to the block input
-        pos = torch.full((int(k.nodes.max()) + 1,), -1, dtype=torch.long)
-        pos[k.nodes] = torch.arange(k.size)
-        for block, mask in asm.blocks_into(k.nodes):
-            part = block if bool(mask.all()) else asm.split_block(block, mask)
-            if _is_weight(self.named_shapes[part.param]):
-                part.src, part.dst = queries[pos[part.dst]], part.src
-                part.etype = ATTN_K
-            else:
-                if not bool(mask.all()):
-                    part.src = asm.new_nodes(1, q.layer, EXTRA_ROLE, index_base=part.param).expand_as(part.src)
-                # key_bias="official": the official graph attaches key-bias element j to block-input neuron j
-                # (reference 2.5), what its checkpoints were trained on, but not symmetric under q/k permutations;
-                # "keys": to the key neurons, i.e. the query neurons they are identified with
-                if self.key_bias == "official" and k.made_from is not None and k.made_from.numel() == k.size:
-                    part.dst = k.made_from[pos[part.dst]]
-                else:
-                    part.dst = queries[pos[part.dst]]
-        asm.alias(k.nodes, queries)
+
+def matmul(g: GraphWriter, a, b):
+    if isinstance(a, Space) and isinstance(b, Space) and a.heads and b.heads:
+        if a.dim == -1 and b.dim == -2 and a.head_dim == b.head_dim == -3:
+            return Scores(a, b)
+    if isinstance(a, Scores) and isinstance(b, Space):
+        return attention(g, a.q, a.k, b)
+    if not has_feature((a, b)):
+        return None
+    raise NotUnderstood("matrix product of features")
+
+
+def attention(g: GraphWriter, q, k, v):
+    """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5).
+
+    Grouped-query attention (k and v with fewer heads than q, given as such or as repeated copies) is wired
+    as shared neurons: the query heads of a group are one set of neurons (their weights become parallel
+    edges), which the group's key head is identified with, and each value head is joined to the head nodes
+    of its whole group. So permuting groups, heads within a group, or neurons within a head consistently
+    (the model's symmetries) permutes the graph.
+    """
+    k, v = (_one_head(t, q) for t in (k, v))
+    if not all(isinstance(t, Space) and t.heads for t in (q, k, v)):
+        raise NotUnderstood("attention on tensors without heads")
+    k, v = _distinct_heads(k), _distinct_heads(v)
+    if q.heads % k.heads or q.heads % v.heads or q.size * k.heads != k.size * q.heads:
+        raise NotUnderstood("attention with mismatched query/key/value sizes")
+    key = ("attention", q.uid, tuple(q.nodes[:1].tolist()), tuple(k.nodes[:1].tolist()))
+    if not g.first_time(key):
         return _repeated(v, q.heads)
+    asm = g.assembly
+    heads = asm.new_nodes(q.heads, q.layer, EXTRA_ROLE, index_base=-1)
+    for space, etype in ((q, ATTN_Q), (v, ATTN_V)):
+        for block, mask in asm.blocks_into(space.nodes):
+            if block.elem is not None and block.elem.shape[1] and len(g.shape(block.param)) >= 2:
+                part = block if bool(mask.all()) else asm.split_block(block, mask)
+                part.etype = etype
+            elif not bool(mask.all()):  # a bias shared with other neurons (fused qkv): its own node here
+                part = asm.split_block(block, mask)
+                part.src = asm.new_nodes(1, space.layer, EXTRA_ROLE, index_base=block.param).expand_as(part.src)
+        group = q.heads // space.heads  # head nodes per head of this space
+        for i in range(group):  # head node g * group + i -> every neuron of head g
+            head_of = (torch.arange(space.heads) * group + i).repeat_interleave(space.size // space.heads)
+            asm.add_aux_block(heads[head_of], space.nodes, HEAD)
+    group = q.heads // k.heads
+    first = q.head_nodes()[::group]  # [k.heads, hd]: the query neurons standing for each group
+    for i in range(1, group):  # the other query heads of a group are the same neurons
+        asm.alias(q.head_nodes()[i::group].reshape(-1), first.reshape(-1))
+    queries = first.reshape(-1)
+    # keys: no neurons of their own; the key weight runs from the query neurons back to the block input
+    pos = torch.full((int(k.nodes.max()) + 1,), -1, dtype=torch.long)
+    pos[k.nodes] = torch.arange(k.size)
+    for block, mask in asm.blocks_into(k.nodes):
+        part = block if bool(mask.all()) else asm.split_block(block, mask)
+        if len(g.shape(part.param)) >= 2:
+            part.src, part.dst = queries[pos[part.dst]], part.src
+            part.etype = ATTN_K
+        else:
+            if not bool(mask.all()):
+                part.src = asm.new_nodes(1, q.layer, EXTRA_ROLE, index_base=part.param).expand_as(part.src)
+            # key_bias="official": the official graph attaches key-bias element j to block-input neuron j
+            # (reference 2.5), what its checkpoints were trained on, but not symmetric under q/k permutations;
+            # "keys": to the key neurons, i.e. the query neurons they are identified with
+            if g.key_bias == "official" and k.made_from is not None and k.made_from.numel() == k.size:
+                part.dst = k.made_from[pos[part.dst]]
+            else:
+                part.dst = queries[pos[part.dst]]
+    asm.alias(k.nodes, queries)
+    return _repeated(v, q.heads)
+
 
 
 def _one_head(x, q):
@@ -190,25 +194,3 @@ def _repeated(v: Space, heads: int) -> Space:
     """The attention output: ``heads`` heads, each on its value head's neurons (copies under grouped-query)."""
     nodes = v.head_nodes().repeat_interleave(heads // v.heads, 0).reshape(-1)
     return v.with_(nodes=nodes, heads=heads, dim=-1, head_dim=-3)
-
-
-def _is_weight(named_shape) -> bool:
-    return len(named_shape[1]) >= 2
-
-
-def _ndim(x) -> int | None:
-    if isinstance(x, LazyInput):
-        x = x.space
-    return x.ndim if isinstance(x, Space) else None
-
-
-def _has_feature(value) -> bool:
-    from .propagate import _has_feature as has  # at call time: propagate imports this module
-
-    return has(value)
-
-
-def _args(args, kwargs, *spec):
-    from .propagate import _args as args_of  # at call time: propagate imports this module
-
-    return args_of(args, kwargs, *spec)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .chain import build_chain_graph
-from .export_trace import ExportPropagator, default_example_inputs, export_graph
+from .aten import ExportPropagator
+from .export_trace import default_example_inputs, export_graph
 from .propagate import Propagator
 from .trace import trace_layers
 from .neural_graph import NeuralGraph
@@ -121,7 +122,7 @@ def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parame
 
 
 def _finish(prop: Propagator, lpe: bool) -> tuple[NeuralGraph, list[str]]:
-    graph = prop.assembly.finish(fallback=prop.fallback, lpe=lpe)
+    graph = prop.graph.assembly.finish(fallback=prop.fallback, lpe=lpe)
     for info in graph.params:
         if not info.placed and info.name not in graph.fallback:
             graph.fallback[info.name] = "only partly placed"
