@@ -29,3 +29,24 @@ def random_gnn():
     for p in gnn.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return gnn
+
+
+def assert_symmetry(make, graph, perms, run, gnn, atol=1e-5):
+    """``perms`` (see ``permuted_order``) is a symmetry of the model built by ``make()`` (``run(model)`` gives the
+    same outputs after the permutation), of its ``graph`` (a node permutation maps it onto itself), and of the
+    nowcaster ``gnn`` (its prediction on permuted states is the permuted prediction)."""
+    from test_attention import is_automorphism
+
+    order = permuted_order(graph, perms)
+    assert not torch.equal(order, torch.arange(graph.num_params))
+    torch.manual_seed(0)
+    model = make().eval()
+    flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    other = make().eval()
+    torch.nn.utils.vector_to_parameters(flat[order], other.parameters())
+    with torch.no_grad():
+        assert torch.allclose(run(model), run(other), atol=1e-5)
+    assert is_automorphism(graph, order)
+    states = torch.randn(graph.num_params, 5, generator=torch.Generator().manual_seed(0))
+    pred = gnn.predict(graph, states, 3)
+    assert torch.allclose(gnn.predict(graph, states[order], 3), pred[order], atol=atol)

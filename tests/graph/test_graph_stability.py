@@ -2,7 +2,9 @@
 
 ``graph_fingerprints.json`` holds a SHA-256 of every graph below (nodes, edges, edge types, the parameter <->
 edge map, token ids, fallbacks). It was written by ``python tests/graph/test_graph_stability.py --write`` from
-the builder before its modules were reorganised; rewrite it only for a change that is meant to alter graphs.
+the builder before its modules were reorganised; rewrite it only for a change that is meant to alter graphs
+(``unknown_parts`` changed once so: its free-standing weight, used as ``x @ w``, is now placed as a linear
+layer instead of being left out).
 """
 import hashlib
 import json

@@ -306,7 +306,7 @@ def test_untraceable_model_uses_the_chain_rule_with_one_warning():
 
 
 def test_unknown_op_and_unknown_module_fall_back_with_one_warning():
-    class Scale(nn.Module):  # a parameterised module of a kind the propagation does not know
+    class Scale(nn.Module):  # a custom module is traced through: its own weight is read as a linear layer
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.ones(4, 4))
@@ -317,22 +317,26 @@ def test_unknown_op_and_unknown_module_fall_back_with_one_warning():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc1, self.scale, self.fc2, self.fc3 = nn.Linear(3, 4), Scale(), nn.Linear(4, 4), nn.Linear(4, 2)
+            self.fc1, self.scale, self.fc2 = nn.Linear(3, 4), Scale(), nn.Linear(4, 4)
+            self.pair, self.fc3 = nn.Bilinear(4, 4, 4), nn.Linear(4, 2)  # a torch.nn layer the builder does not know
 
         def forward(self, x):
-            h = torch.fft.fft(self.fc1(x)).real  # not understood: fc2 gets its own input nodes
-            return self.fc3(self.fc2(self.scale(h)))
+            h = torch.fft.fft(self.fc1(x)).real  # not understood: scale.w gets its own input nodes
+            h = self.fc2(self.scale(h))
+            return self.fc3(self.pair(h, h))
 
     with pytest.warns(UserWarning) as record:
         graph = build_neural_graph(Net(), lpe=False)
     assert len(record) == 1
     message = str(record[0].message)
-    assert "fft" in message and "scale (Scale): not understood" in message
-    assert bool(graph.placed_mask.all()) and graph.fallback == {}  # the chain rule placed scale.w
+    assert "fft" in message and "pair (Bilinear): not understood" in message and "scale" not in message
+    assert bool(graph.placed_mask.all()) and graph.fallback == {}  # the chain rule placed pair's parameters
     _, fc1_out = layer_nodes(graph, "fc1.weight")
-    fc2_in, fc2_out = layer_nodes(graph, "fc2.weight")
-    assert not set(fc2_in.tolist()) & set(fc1_out.tolist())
-    assert torch.equal(layer_nodes(graph, "fc3.weight")[0], fc2_out)  # understood again after the unknown part
+    src, dst = graph.edge_index[:, graph.param_edge[views(graph)["scale.w"]]]  # w[i, o]: x @ w
+    w_in, w_out = src[:, 0], dst[0]
+    assert not set(w_in.tolist()) & set(fc1_out.tolist())
+    assert torch.equal(layer_nodes(graph, "fc2.weight")[0], w_out)  # understood again after the unknown part
+    assert graph.params[2].edge_type == 1
 
 
 def test_dimension_mismatch_is_reported_not_silent():

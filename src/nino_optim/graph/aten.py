@@ -16,7 +16,7 @@ from torch import nn
 from . import attention, joins, layers, shapes
 from .propagate import Propagator, keep
 from .shapes import has_feature
-from .spaces import LazyInput, NotUnderstood, Space, Unknown, is_feature_value
+from .spaces import LazyInput, NotUnderstood, Param, Space, Unknown, is_feature_value
 
 aten = torch.ops.aten
 
@@ -52,9 +52,23 @@ class ExportPropagator(Propagator):
             return None
         if op in _LAYER_OPS:
             return self._layer(op, args)
+        if op is aten.index and isinstance(args[0], nn.Parameter) and len(args[1]) == 1:  # weight[ids]: a lookup
+            w = args[0]
+            mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[-1])
+            return layers.embedding(self.graph, self._layer_name(w), mod, args[1][0])
+        if isinstance(out_val, torch.Tensor) and not (out_val.is_floating_point() or out_val.is_complex()):
+            # token ids, positions, masks: no neurons; ids derived from an input stay input ids (a decoder's
+            # shifted labels are token ids for its embedding)
+            inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, LazyInput)]
+            return LazyInput(inputs[0].name) if inputs else None
+        if op in _STATISTICS or not node.users:  # losses; results nothing reads
+            return None
+        args = [self._value(a) for a in args]
         g = self.graph
+        if op is aten.where:  # masking: the kept values' neurons (the condition has none)
+            return joins.join(g, list(args[1:3]))
         if op in (aten.scaled_dot_product_attention,):
-            return attention.attention(g, args[0], args[1], args[2])
+            return attention.attention(g, *args[:3], bias=args[3] if len(args) > 3 else kwargs.get("attn_mask"))
         if op in (aten.matmul, aten.bmm):
             return attention.matmul(g, args[0], args[1])
         if op in (aten.view, aten.reshape, aten._unsafe_view, aten.unsqueeze, aten.squeeze, aten.expand,
@@ -74,14 +88,11 @@ class ExportPropagator(Propagator):
         if op in (aten.mean, aten.sum, aten.amax, aten.amin):
             return shapes.reduce(args[0], args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else False)
         if op in (aten.add, aten.sub, aten.mul, aten.div, aten.maximum, aten.minimum):
-            params = [a for a in args[:2] if isinstance(a, nn.Parameter)]
-            if params:  # a 1-D parameter acting element-wise (a hand-written norm's weight, a learned scale)
-                return self._elementwise_param(params[0], [a for a in args[:2] if a is not params[0]][0])
-            return joins.join(g, list(args[:2]))
+            return joins.join(g, list(args[:2]), "mul" if op in (aten.mul, aten.div) else "add")
         if op in _ATEN_KEEP:
             return keep(args[0])
         if op in (aten.slice,):
-            return self._slice(args[0], *(list(args[1:4]) + [None] * (4 - len(args))))
+            return self._slice(node, args[0], *(list(args[1:4]) + [None] * (4 - len(args))))
         if not has_feature((args, kwargs)):
             return None
         raise NotUnderstood(f"op {op.__name__}")
@@ -107,9 +118,9 @@ class ExportPropagator(Propagator):
             return layers.linear(g, self._layer_name(w), mod, x, w.shape[0], w.shape[1], transposed=True)
         if op in (aten.conv1d, aten.conv2d):
             w, b = args[1], args[2] if len(args) > 2 else None
-            groups = args[6] if len(args) > 6 else 1
+            stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
             mod = SimpleNamespace(weight=w, bias=b, in_channels=w.shape[1] * groups, out_channels=w.shape[0],
-                                  groups=groups)
+                                  groups=groups, stride=stride, padding=padding, dilation=dilation)
             return layers.conv(g, self._layer_name(w), mod, args[0])
         if op in (aten.layer_norm, aten.rms_norm):
             shape = list(args[1])
@@ -133,23 +144,20 @@ class ExportPropagator(Propagator):
                              (-1, -2, -3), size, group=True)
         return out if op is aten.batch_norm else (out, None, None, None, None)
 
-    def _elementwise_param(self, param: nn.Parameter, x):
-        """``param * x`` or ``param + x`` with a 1-D parameter over the features: a node attached to them."""
-        idx = self.graph.index(param)
-        if isinstance(x, LazyInput) and x.space is not None:
-            x = x.space
-        if isinstance(x, Unknown):
-            return x
-        if (idx is None or not isinstance(x, Space) or param.dim() != 1 or x.dim != -1 or not x.plain
-                or param.shape[0] != x.size):
-            raise NotUnderstood("parameter used element-wise on features it does not match")
-        self.graph.attach(idx, x)
-        return x
+    def _value(self, a):
+        """An argument as the rules see it: a parameter outside a layer is a free-standing ``Param``."""
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._value(v) for v in a)
+        if isinstance(a, nn.Parameter) and a.dim() > 0 and self.graph.index(a) is not None:
+            return Param(self.graph.index(a), a.shape[-1], a.dim())
+        return a
 
     def _reshape(self, node: fx.Node, x, out_val):
         """A view/reshape/unsqueeze/select read from the recorded shapes of its input and output."""
         if isinstance(x, LazyInput):
             return LazyInput(f"{x.name}.view") if x.space is None else self._reshape(node, x.space, out_val)
+        if isinstance(x, Param) and isinstance(out_val, torch.Tensor):
+            return shapes.param_resized(x, list(out_val.shape))
         if not isinstance(x, Space):
             return x if isinstance(x, Unknown) else None
         in_val = node.args[0].meta.get("val")
@@ -179,7 +187,9 @@ class ExportPropagator(Propagator):
             return shapes.flatten(x, len(shape_in) - (len(shape_in) - len(shape_out) + 1), -1)
         raise NotUnderstood(f"reshape {shape_in} -> {shape_out}")
 
-    def _slice(self, x, dim=0, start=None, end=None):
+    def _slice(self, node: fx.Node, x, dim=0, start=None, end=None):
+        if isinstance(x, Param):
+            return self._reshape(node, x, node.meta.get("val"))
         if not isinstance(x, Space):
             return x if is_feature_value(x) else None
         d = dim - x.ndim if dim >= 0 else dim
@@ -216,6 +226,11 @@ _BATCH_NORMS = {op for op in (getattr(aten, name, None) for name in (
 
 _LAYER_OPS = {aten.embedding, aten.linear, aten.addmm, aten.conv1d, aten.conv2d, aten.layer_norm, aten.rms_norm,
               aten.group_norm} | _BATCH_NORMS
+
+# what reduces features to a statistic without neurons (losses)
+_STATISTICS = {op for op in (getattr(aten, name, None) for name in (
+    "cross_entropy_loss", "nll_loss", "nll_loss_nd", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+    "binary_cross_entropy_with_logits", "kl_div")) if op is not None}
 
 _ATEN_KEEP = {
     aten.relu, aten.gelu, aten.silu, aten.tanh, aten.sigmoid, aten.exp, aten.pow, aten.dropout, aten.contiguous,

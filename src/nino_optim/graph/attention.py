@@ -18,8 +18,10 @@ are one set of neurons (parallel edges for their weights), its key head is ident
 head gets head edges from every head node of the group. The official Llama graphs approximate it otherwise
 (keys on the first query neurons, reference 2.6), which is not symmetric under the model's head permutations.
 
-``nn.MultiheadAttention`` (self-attention) and ``nn.TransformerEncoderLayer``/``TransformerEncoder`` are
-wired from their parts. Rotary embeddings keep the query/key neurons (not modelled, as in the official graphs).
+Cross-attention (queries from one stream, keys and values from another: T5, BART, Whisper, ``nn.Transformer``'s
+decoder) is wired the same way, with the key and value weights reading the other stream's neurons: the key
+weight runs from the query neurons back to them. ``nn.MultiheadAttention`` (self- and cross-attention, fused or
+separate projections) and ``nn.TransformerEncoderLayer``/``TransformerEncoder`` are wired from their parts. Rotary embeddings keep the query/key neurons (not modelled, as in the official graphs).
 """
 from __future__ import annotations
 
@@ -30,16 +32,16 @@ from . import joins, layers
 from .assembly import EXTRA_ROLE
 from .chain import edge_type_of
 from .neural_graph import ATTN_K, ATTN_Q, ATTN_V, HEAD
-from .shapes import call_args, has_feature, ndim_of
-from .spaces import NotUnderstood, Scores, Space, Unknown
+from .shapes import call_args, has_feature, ndim_of, resolved
+from .spaces import NotUnderstood, Param, Scores, Space, Unknown
 from .writer import GraphWriter
 
 
 def multihead_attention(g: GraphWriter, name: str, mod: nn.MultiheadAttention, args, kwargs):
-    """``nn.MultiheadAttention`` as self-attention: fused q/k/v projection, heads, output projection."""
+    """``nn.MultiheadAttention``: q/k/v projections, heads, output projection."""
     q_in, k_in, v_in = call_args(args, kwargs, ("query", None), ("key", None), ("value", None))
     if not (q_in is k_in is v_in) or not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
-        return g.chain_fallback(name, mod)  # cross-attention or separate projections: not modelled
+        return _projected_attention(g, name, mod, q_in, k_in, v_in)
     d, heads = mod.embed_dim, mod.num_heads
     w, b = g.param(mod, "in_proj_weight"), g.param(mod, "in_proj_bias")
     layer = g.weight_layer(name, w, b)
@@ -56,14 +58,58 @@ def multihead_attention(g: GraphWriter, name: str, mod: nn.MultiheadAttention, a
     return (out, None)  # (attention output, attention weights)
 
 
+def _projected_attention(g: GraphWriter, name: str, mod: nn.MultiheadAttention, q_in, k_in, v_in):
+    """Cross-attention (queries from one stream, keys and values from another) or separate q/k/v projections:
+    each part projected from the neurons of its own input, then heads as for self-attention, so the key weight
+    runs from the query neurons back to the other stream's neurons."""
+    d, heads = mod.embed_dim, mod.num_heads
+    if mod._qkv_same_embed_dim:
+        weights, sizes = [g.param(mod, "in_proj_weight")] * 3, (d, d, d)
+    else:
+        weights = [g.param(mod, f"{part}_proj_weight") for part in "qkv"]
+        sizes = (d, mod.kdim, mod.vdim)
+    b = g.param(mod, "in_proj_bias")
+    layer = g.weight_layer(name, weights[0], b)
+    write = [w is not None and not g.placed(w) for w in weights]
+    qkv = g.output_space(3 * d, layer, ndim=ndim_of(q_in))
+    parts = []
+    for i, (x, w, n_in) in enumerate(zip((q_in, k_in, v_in), weights, sizes)):
+        in_nodes = g.input_nodes(x, n_in, -1, layer, name)
+        nodes = qkv.nodes[i * d:(i + 1) * d]
+        if write[i]:
+            offset = i * d * n_in if mod._qkv_same_embed_dim else 0
+            g.dense(w, in_nodes, nodes, edge_type_of(g.name(w), (d, n_in)),
+                    (offset + torch.arange(d * n_in).view(d, n_in).t())[..., None])
+        parts.append(qkv.with_(nodes=nodes, heads=heads, head_dim=-3, dim=-1, ndim=4, made_from=in_nodes))
+    g.attach(b, qkv)
+    values = attention(g, *parts).with_(heads=None, head_dim=None, dim=-1, ndim=ndim_of(q_in))
+    out = layers.linear(g, f"{name}.out_proj", mod.out_proj, values, d, d, transposed=False)
+    return (out, None)
+
+
 def encoder_layer(g: GraphWriter, name: str, mod: nn.TransformerEncoderLayer, x):
     """``nn.TransformerEncoderLayer`` (post- or pre-norm) from its parts, as its forward computes it."""
+    return _transformer_layer(g, name, mod, x, None)
+
+
+def decoder_layer(g: GraphWriter, name: str, mod: nn.TransformerDecoderLayer, x, memory):
+    """``nn.TransformerDecoderLayer``: self-attention, cross-attention to ``memory``, feed-forward."""
+    return _transformer_layer(g, name, mod, x, memory)
+
+
+def _transformer_layer(g: GraphWriter, name: str, mod, x, memory):
+    """An encoder layer (``memory`` None) or a decoder layer, post- or pre-norm, from its parts."""
     if isinstance(x, Unknown):
         return x
 
-    def self_attention(h):
-        out = multihead_attention(g, f"{name}.self_attn", mod.self_attn, (h, h, h), {})
+    def first(out):
         return out[0] if isinstance(out, tuple) else out
+
+    def self_attention(h):
+        return first(multihead_attention(g, f"{name}.self_attn", mod.self_attn, (h, h, h), {}))
+
+    def cross_attention(h):
+        return first(multihead_attention(g, f"{name}.multihead_attn", mod.multihead_attn, (h, memory, memory), {}))
 
     def feed_forward(h):
         h = layers.linear(g, f"{name}.linear1", mod.linear1, h, mod.linear1.in_features,
@@ -71,11 +117,21 @@ def encoder_layer(g: GraphWriter, name: str, mod: nn.TransformerEncoderLayer, x)
         return layers.linear(g, f"{name}.linear2", mod.linear2, h, mod.linear2.in_features,
                              mod.linear2.out_features, transposed=False)
 
-    if mod.norm_first:
-        x = joins.join(g, [x, self_attention(layers.norm(g, f"{name}.norm1", mod.norm1, x))])
-        return joins.join(g, [x, feed_forward(layers.norm(g, f"{name}.norm2", mod.norm2, x))])
-    x = layers.norm(g, f"{name}.norm1", mod.norm1, joins.join(g, [x, self_attention(x)]))
-    return layers.norm(g, f"{name}.norm2", mod.norm2, joins.join(g, [x, feed_forward(x)]))
+    blocks = [self_attention] + ([cross_attention] if memory is not None else []) + [feed_forward]
+    for i, block in enumerate(blocks, start=1):
+        norm = f"{name}.norm{i}", getattr(mod, f"norm{i}")
+        if mod.norm_first:
+            x = joins.join(g, [x, block(layers.norm(g, *norm, x))])
+        else:
+            x = layers.norm(g, *norm, joins.join(g, [x, block(x)]))
+    return x
+
+
+def transformer_stack(g: GraphWriter, name: str, mod, x, memory=None):
+    """``nn.TransformerEncoder`` (``memory`` None) or ``nn.TransformerDecoder``: its layers, then its norm."""
+    for i, layer in enumerate(mod.layers):
+        x = _transformer_layer(g, f"{name}.layers.{i}", layer, x, memory)
+    return x if mod.norm is None else layers.norm(g, f"{name}.norm", mod.norm, x)
 
 
 def split_heads(x: Space, shape: list) -> Space:
@@ -101,6 +157,9 @@ def merge_heads(x: Space, shape: list) -> Space:
 
 
 def matmul(g: GraphWriter, a, b):
+    """``a @ b``: attention scores, scores times values, or features times a free-standing weight."""
+    if isinstance(b, Param) and not isinstance(a, Param):
+        return layers.weight_matmul(g, b, a)
     if isinstance(a, Space) and isinstance(b, Space) and a.heads and b.heads:
         if a.dim == -1 and b.dim == -2 and a.head_dim == b.head_dim == -3:
             return Scores(a, b)
@@ -111,8 +170,12 @@ def matmul(g: GraphWriter, a, b):
     raise NotUnderstood("matrix product of features")
 
 
-def attention(g: GraphWriter, q, k, v):
+def attention(g: GraphWriter, q, k, v, bias=None):
     """Wire one attention: head nodes, q/k/v edge types, keys on the query neurons (reference 2.5).
+
+    ``bias``: what is added to the scores (an attention mask). A learned bias per head (T5's relative
+    position table, embedded into one neuron per head) is identified with the head nodes of the first
+    attention that adds it.
 
     Grouped-query attention (k and v with fewer heads than q, given as such or as repeated copies) is wired
     as shared neurons: the query heads of a group are one set of neurons (their weights become parallel
@@ -131,6 +194,9 @@ def attention(g: GraphWriter, q, k, v):
         return _repeated(v, q.heads)
     asm = g.assembly
     heads = asm.new_nodes(q.heads, q.layer, EXTRA_ROLE, index_base=-1)
+    bias = resolved(bias)
+    if isinstance(bias, Space) and bias.plain and bias.size == q.heads and g.first_time(("head bias", bias.uid)):
+        asm.alias(bias.nodes, heads)
     for space, etype in ((q, ATTN_Q), (v, ATTN_V)):
         for block, mask in asm.blocks_into(space.nodes):
             if block.elem is not None and block.elem.shape[1] and len(g.shape(block.param)) >= 2:

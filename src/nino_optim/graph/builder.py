@@ -94,13 +94,15 @@ def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parame
     named = [(name, tuple(p.shape)) for name, p in named_params]
     options = dict(max_feat_size=max_feat_size, key_bias=key_bias)
     symbolic, symbolic_error = None, None
-    try:
-        symbolic = Propagator(trace_layers(model), named_params, **options)
-        symbolic.run()
-        if not symbolic.notes and not symbolic.fallback:
-            return _finish(symbolic, lpe)
-    except Exception as err:  # noqa: BLE001 - any tracing failure: try example inputs, then the chain rule
-        symbolic_error = _first_line(err)
+    for leaves in ("layers", "owners"):  # custom modules traced through; kept whole where that fails
+        try:
+            symbolic = Propagator(trace_layers(model, leaves), named_params, **options)
+            symbolic.run()
+            if not symbolic.notes and not symbolic.fallback:
+                return _finish(symbolic, lpe)
+            break
+        except Exception as err:  # noqa: BLE001 - any tracing failure: try example inputs, then the chain rule
+            symbolic, symbolic_error = None, symbolic_error or _first_line(err)
     inputs = _split_inputs(example_inputs) if example_inputs is not None else default_example_inputs(model)
     exported, export_error = None, None
     if inputs is not None:

@@ -36,12 +36,28 @@ class _Outputs(nn.Module):
 
 
 def default_example_inputs(model: nn.Module) -> tuple[tuple, dict] | None:
-    """Example inputs for models that say what they take: Hugging Face language models (``config.vocab_size``)."""
+    """Example inputs for models that say what they take: Hugging Face models, by their ``main_input_name`` and
+    configuration (token ids, images of ``image_size``, Whisper's log-mel frames; encoder-decoders also get
+    decoder token ids). None for anything else."""
     config = getattr(model, "config", None)
-    if config is None or not getattr(config, "vocab_size", None):
+    if config is None:
         return None
-    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 8
-    return (), {"input_ids": torch.zeros(1, min(4, positions), dtype=torch.long)}
+    main = getattr(model, "main_input_name", "input_ids")
+    vision = getattr(config, "vision_config", None) or config
+    if main == "pixel_values" and getattr(vision, "image_size", None):
+        size = vision.image_size if isinstance(vision.image_size, (tuple, list)) else (vision.image_size,) * 2
+        inputs = {main: torch.zeros(1, getattr(vision, "num_channels", 3), *size)}
+    elif main == "input_features" and getattr(config, "num_mel_bins", None):
+        frames = 2 * getattr(config, "max_source_positions", 1500)  # Whisper's encoder wants exactly this many
+        inputs = {main: torch.zeros(1, config.num_mel_bins, frames)}
+    elif main == "input_ids" and getattr(config, "vocab_size", None):
+        positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 8
+        inputs = {main: torch.zeros(1, min(4, positions), dtype=torch.long)}
+    else:
+        return None
+    if getattr(config, "is_encoder_decoder", False) and getattr(config, "vocab_size", None):
+        inputs["decoder_input_ids"] = torch.zeros(1, 4, dtype=torch.long)
+    return (), inputs
 
 
 def export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str | None]]:

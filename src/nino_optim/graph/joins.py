@@ -8,21 +8,43 @@
   sides of a residual edge alike, which is exactly the symmetry of a residual stream.
 * Two embedding lookups added (token + position) share neurons, as in the official graphs.
 * Concatenation along features joins spaces; along another dimension it needs the same neurons.
+* **Free-standing parameters** meet the features where they are added, multiplied or concatenated, and are
+  placed on those neurons (``place_param``), their last dimension running over the neurons: one row (a vector,
+  or a ``(1, 1, D)`` token) is one node with an edge to each neuron, a table of R rows is R nodes. The edge type
+  says how the parameter acts: added rows of a table (position embeddings) type 6 as GPT-2's position table;
+  rows concatenated along the sequence (class, distillation, register tokens) type 5, as the token table whose
+  rows they extend; a multiplied vector (layer scale) type 4 and an added one type 2, as a norm's weight and
+  bias. A function-preserving permutation of the neurons permutes the parameter's last dimension alike, and
+  the graph with it.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .assembly import INPUT_ROLE
-from .neural_graph import RESIDUAL
+from .neural_graph import BIAS, NORM, POS_EMBED, RESIDUAL, TOKEN_EMBED
 from .shapes import is_feature_dim, resolved
-from .spaces import LazyInput, NotUnderstood, Scores, Space, Unknown, is_feature_value
+from .spaces import LazyInput, NotUnderstood, Param, Scores, Space, Unknown, is_feature_value
 from .writer import GraphWriter
 
 
-def join(g: GraphWriter, operands):
-    """The value of an element-wise op (add, mul, ...) of ``operands``."""
+def join(g: GraphWriter, operands, how: str = "add"):
+    """The value of an element-wise op of ``operands``: ``how`` is "add" (add, sub, maximum, ...) or "mul"
+    (mul, div)."""
     values = [v for v in operands if is_feature_value(v)]
+    params = [v for v in values if isinstance(v, Param)]
+    if params:
+        rest = [v for v in values if not isinstance(v, Param)]
+        if not rest:
+            raise NotUnderstood("combines free-standing parameters with each other")
+        result = join(g, rest, how)
+        if isinstance(result, Unknown):
+            return result
+        for p in params:
+            place_param(g, p, resolved(result), how)
+        return result
     if not values:
         return None
     if any(isinstance(v, Unknown) for v in values):
@@ -77,6 +99,15 @@ def cat(g: GraphWriter, tensors, dim: int = 0):
     if any(isinstance(v, Unknown) for v in values):
         return next(v for v in values if isinstance(v, Unknown))
     values = [resolved(v) for v in values]
+    params = [v for v in values if isinstance(v, Param)]
+    if params:  # tokens prepended or appended along the sequence
+        spaces = [v for v in values if not isinstance(v, Param)]
+        result = cat(g, spaces, dim) if len(spaces) > 1 else spaces[0] if spaces else None
+        if not isinstance(result, Space) or is_feature_dim(result, dim):
+            raise NotUnderstood("concatenates a free-standing parameter other than along the sequence")
+        for p in params:
+            place_param(g, p, result, "cat")
+        return result
     if not all(isinstance(v, Space) for v in values):
         if not any(is_feature_value(v) for v in values):
             return None
@@ -93,3 +124,22 @@ def cat(g: GraphWriter, tensors, dim: int = 0):
     if all(v.same_neurons(values[0]) for v in values):
         return values[0]
     raise NotUnderstood("concatenates different neurons along a non-feature dimension")
+
+
+def place_param(g: GraphWriter, p: Param, space, how: str) -> None:
+    """Place free-standing parameter ``p`` on the neurons of ``space`` it meets by ``how`` ("add", "mul",
+    "cat"); a parameter used again (e.g. in every step of a loop) stays where it was placed first."""
+    if g.placed(p.index):
+        return
+    name, shape = g.name(p.index), g.shape(p.index)
+    if not isinstance(space, Space) or not space.plain or space.dim != -1 or space.size != p.features:
+        raise NotUnderstood(f"free-standing parameter {name} {tuple(shape)} does not run over the neurons it meets")
+    rows = math.prod(shape) // p.features
+    if how == "mul" and rows > 1:
+        raise NotUnderstood(f"multiplies by a table of parameters ({name})")
+    if rows == 1 and how != "cat":
+        g.attach(p.index, space, NORM if how == "mul" else BIAS)
+        return
+    nodes = g.assembly.new_nodes(rows, p.index, INPUT_ROLE)
+    g.dense(p.index, nodes, space.nodes, TOKEN_EMBED if how == "cat" else POS_EMBED,
+            torch.arange(rows * p.features).view(rows, p.features)[..., None])

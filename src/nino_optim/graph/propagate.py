@@ -25,7 +25,8 @@ from torch import nn
 
 from . import attention, joins, layers, shapes
 from .shapes import call_args, has_feature
-from .spaces import LazyInput, NotUnderstood, Space, Unknown, is_feature_value
+from .spaces import LazyInput, NotUnderstood, Param, Space, Unknown, is_feature_value
+from .trace import is_layer_module
 from .writer import GraphWriter
 
 _ELEMENTWISE_FUNCS = {
@@ -47,7 +48,9 @@ _BINARY_FUNCS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
     operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
 }
+_SCALING_FUNCS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div}
 _BINARY_METHODS = {"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "maximum", "minimum"}
+_BROADCAST_METHODS = {"expand", "repeat", "unsqueeze"}  # on a free-standing parameter (class tokens)
 _SHAPE_METHODS = {"dim", "numel", "ndimension"}
 _KEEP_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Mish,
@@ -91,9 +94,17 @@ class Propagator:
             except NotUnderstood as err:
                 value = self._unknown(node, str(err))
             self.env[node] = self._with_rank(node, value)
+        for owner in self._traced_through():
+            if any(not self.graph.placed(self.graph.index(p)) for p in owner[1].parameters(recurse=False)):
+                self.graph.chain_fallback(*owner)  # the chain rule, as for a module kind not understood
         for idx, (name, _) in enumerate(self.graph.named_shapes):
             if not self.graph.placed(idx) and name not in self.fallback:
                 self.fallback[name] = "not used by any layer the traced forward pass understands"
+
+    def _traced_through(self) -> list[tuple[str, nn.Module]]:
+        """Modules with parameters of their own that the trace went into (``trace.py``), as (name, module)."""
+        return [(name, mod) for name, mod in self._modules.items()
+                if name and not is_layer_module(mod) and any(True for _ in mod.parameters(recurse=False))]
 
     def _with_rank(self, node: fx.Node, value):
         """Record the tensor rank where the tracer knows it (example-input traces carry shapes)."""
@@ -131,8 +142,11 @@ class Propagator:
         obj = self.gm
         for part in target.split("."):
             obj = getattr(obj, part)
-        if self.graph.index(obj) is not None:
-            raise NotUnderstood(f"parameter {target} used directly (not through a layer)")
+        idx = self.graph.index(obj)
+        if idx is not None:
+            if obj.dim() == 0:
+                raise NotUnderstood(f"scalar parameter {target} used directly (not through a layer)")
+            return Param(idx, obj.shape[-1], obj.dim())
         return None  # buffers and constants carry no neurons
 
     # ------------------------------------------------------------------ modules
@@ -154,10 +168,17 @@ class Propagator:
             return attention.multihead_attention(g, name, mod, args, kwargs)
         if isinstance(mod, nn.TransformerEncoderLayer):
             return attention.encoder_layer(g, name, mod, x)
+        if isinstance(mod, nn.TransformerDecoderLayer):
+            return attention.decoder_layer(g, name, mod, x, call_args(args, kwargs, ("tgt", None), ("memory", None))[1])
         if isinstance(mod, nn.TransformerEncoder):
-            for i, layer in enumerate(mod.layers):
-                x = attention.encoder_layer(g, f"{name}.layers.{i}", layer, x)
-            return x if mod.norm is None else layers.norm(g, f"{name}.norm", mod.norm, x)
+            return attention.transformer_stack(g, name, mod, x)
+        if isinstance(mod, nn.TransformerDecoder):
+            return attention.transformer_stack(g, name, mod, x, call_args(args, kwargs, ("tgt", None),
+                                                                          ("memory", None))[1])
+        if isinstance(mod, nn.Transformer):
+            src, tgt = call_args(args, kwargs, ("src", None), ("tgt", None))
+            memory = attention.transformer_stack(g, f"{name}.encoder", mod.encoder, src)
+            return attention.transformer_stack(g, f"{name}.decoder", mod.decoder, tgt, memory)
         if isinstance(mod, nn.Flatten):
             return shapes.flatten(x, mod.start_dim, mod.end_dim)
         if isinstance(mod, _KEEP_MODULES):
@@ -172,7 +193,7 @@ class Propagator:
         if fn in _ELEMENTWISE_FUNCS:
             return keep(args[0] if args else kwargs.get("input"))
         if fn in _BINARY_FUNCS:
-            return joins.join(g, [*args[:2], kwargs.get("other")])
+            return joins.join(g, [*args[:2], kwargs.get("other")], "mul" if fn in _SCALING_FUNCS else "add")
         if fn is torch.flatten:
             return shapes.flatten(args[0], *call_args(args[1:], kwargs, ("start_dim", 0), ("end_dim", -1)))
         if fn in (torch.cat, torch.concat):
@@ -215,7 +236,18 @@ class Propagator:
         if method in _ELEMENTWISE_METHODS:
             return keep(x)
         if method in _BINARY_METHODS:
-            return joins.join(g, [x, *rest[:1], kwargs.get("other")])
+            return joins.join(g, [x, *rest[:1], kwargs.get("other")], "mul" if method[:3] in ("mul", "div") else "add")
+        if method in _BROADCAST_METHODS and isinstance(x, Param):
+            sizes = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            if method == "unsqueeze":
+                d = sizes[0] if sizes else kwargs.get("dim")
+                if not isinstance(d, int) or d == -1 or x.ndim is None or d == x.ndim:
+                    raise NotUnderstood("unsqueeze after the feature dimension of a parameter")
+                return Param(x.index, x.features, x.ndim + 1)
+            sizes = [v if isinstance(v, int) else None for v in sizes]
+            if method == "repeat" and sizes and sizes[-1] != 1:
+                raise NotUnderstood("repeats the feature dimension of a parameter")
+            return shapes.param_resized(x, sizes[:-1] + [None] if method == "repeat" else sizes)
         if method == "flatten":
             return shapes.flatten(x, *call_args(rest, kwargs, ("start_dim", 0), ("end_dim", -1)))
         if method in ("view", "reshape"):
@@ -236,6 +268,8 @@ class Propagator:
 
     def _view(self, method: str, x, shape):
         """``view``/``reshape`` to ``shape`` (sizes as traced: ints, or None where a traced value)."""
+        if isinstance(x, Param):
+            return shapes.param_resized(x, [v if isinstance(v, int) else None for v in shape])
         if isinstance(x, LazyInput):
             if x.space is None:
                 return LazyInput(f"{x.name}.{method}")

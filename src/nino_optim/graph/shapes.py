@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch.fx as fx
 
-from .spaces import LazyInput, NotUnderstood, Scores, Space, Unknown, is_feature_value
+from .spaces import LazyInput, NotUnderstood, Param, Scores, Space, Unknown, is_feature_value
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,10 @@ def is_feature_dim(space: Space, dim: int) -> bool:
 
 
 def flatten(x, start: int = 0, end: int = -1):
+    if isinstance(x, Param):
+        if x.ndim is None or end % x.ndim == x.ndim - 1:
+            raise NotUnderstood("flattens the feature dimension of a parameter")
+        return Param(x.index, x.features, x.ndim - (end % x.ndim - start % x.ndim))
     if isinstance(x, LazyInput):
         return LazyInput(f"{x.name}.flatten") if x.space is None else flatten(x.space, start, end)
     if not isinstance(x, Space):
@@ -104,6 +108,7 @@ def flatten(x, start: int = 0, end: int = -1):
 
 
 def transpose(x, d0: int, d1: int):
+    _no_param(x, "transpose")
     if isinstance(x, Scores) or not is_feature_value(x):
         return x if isinstance(x, Scores) else None
     if isinstance(x, LazyInput):
@@ -121,6 +126,7 @@ def transpose(x, d0: int, d1: int):
 
 
 def permute(x, dims: list):
+    _no_param(x, "permute")
     if not isinstance(x, Space):
         if isinstance(x, (Unknown, Scores)) or not is_feature_value(x):
             return x if is_feature_value(x) else None
@@ -133,6 +139,7 @@ def permute(x, dims: list):
 def split(x, how: str, arg, dim: int = 0):
     """``split``/``chunk``: a tuple of parts (the same neurons for a split along another dimension)."""
     x = resolved(x)
+    _no_param(x, how)
     if not isinstance(x, Space):
         raise NotUnderstood(f"{how} of a tensor whose neurons are not known")
     if not is_feature_dim(x, dim):
@@ -154,6 +161,7 @@ def split(x, how: str, arg, dim: int = 0):
 
 def reduce(x, dim=None, keepdim: bool = False):
     """``mean``/``sum``/``amax``/``amin``: over the features it is a statistic without neurons."""
+    _no_param(x, "reduction")
     if isinstance(x, LazyInput):
         return x if x.space is None else reduce(x.space, dim, keepdim)
     if not isinstance(x, Space):
@@ -185,6 +193,9 @@ def getitem(x, index, raw=None):
         return x.at(index)
     if isinstance(x, LazyInput):
         return LazyInput(f"{x.name}[]") if x.space is None else getitem(x.space, index, raw)
+    if isinstance(x, Param):
+        return _param_getitem(x, index if isinstance(index, tuple) else (index,),
+                              raw if isinstance(raw, tuple) else (raw,) if raw is not None else None)
     if not isinstance(x, Space):
         return x if isinstance(x, (Unknown, Scores)) else None
     items = index if isinstance(index, tuple) else (index,)
@@ -222,3 +233,38 @@ def getitem(x, index, raw=None):
     if nodes is not None:
         changes["nodes"] = nodes
     return x.with_(**changes)
+
+
+def _no_param(x, what: str) -> None:
+    if isinstance(x, Param):
+        raise NotUnderstood(f"{what} of a free-standing parameter")
+
+
+def _param_getitem(x: Param, items: tuple, raws: tuple | None) -> Param:
+    """``param[index]`` that leaves its last (feature) dimension whole, e.g. ``pos[:, :T]``."""
+    raws = raws if raws is not None and len(raws) == len(items) else items
+    if any(i is not Ellipsis and i is not None and not isinstance(i, (int, slice)) for i in items):
+        raise NotUnderstood("indexes a parameter with a tensor or a traced value")
+    real = [k for k, i in enumerate(items) if i is not None and i is not Ellipsis]
+    if Ellipsis in items:
+        last = len(items) - 1
+        touches = items[last] is not Ellipsis
+    else:
+        if x.ndim is None:
+            raise NotUnderstood("indexes a parameter of unknown rank")
+        last = real[-1] if len(real) == x.ndim else None
+        touches = last is not None
+    if touches and (items[last] != slice(None) or traced_slice(raws[last])):
+        raise NotUnderstood("indexes the feature dimension of a parameter")
+    ndim = None if x.ndim is None else x.ndim - sum(isinstance(i, int) for i in items) + items.count(None)
+    return Param(x.index, x.features, ndim)
+
+
+def param_resized(x: Param, sizes) -> Param:
+    """A parameter viewed or broadcast to ``sizes`` (ints, or -1 / None where not known): only while its last
+    dimension stays whole."""
+    sizes = list(sizes)
+    last = sizes[-1] if sizes else None
+    if not (last is None or last == -1 or last == x.features):
+        raise NotUnderstood("reshapes the feature dimension of a parameter")
+    return Param(x.index, x.features, len(sizes))

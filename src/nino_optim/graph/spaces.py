@@ -11,6 +11,8 @@ While a traced model is walked (``graph/propagate.py``), every tensor value carr
   input size (the official graphs number the input neurons first).
 * ``Unknown``: a tensor produced by something the propagation did not understand; layers reading it get fresh
   input nodes, as the chain rule does when dimensions do not match.
+* ``Param``: a free-standing parameter (not a layer's weight) on its way to the features it joins: position
+  embeddings, class tokens, layer scales (``joins.py`` places it where it meets them).
 * anything else (``None``, ints, shapes): not a feature tensor.
 """
 from __future__ import annotations
@@ -106,9 +108,19 @@ class Scores:
     k: Space
 
 
+@dataclass(frozen=True, eq=False)
+class Param:
+    """A free-standing parameter, possibly sliced or broadcast on dimensions other than its last, which stays
+    the feature dimension. ``index``: its index in the graph's flat order."""
+
+    index: int
+    features: int  # the size of its last dimension
+    ndim: int | None = None  # its rank now (None: not known)
+
+
 class NotUnderstood(Exception):
     """An op the propagation cannot map to neurons."""
 
 
 def is_feature_value(value) -> bool:
-    return isinstance(value, (Space, LazyInput, Unknown, Scores))
+    return isinstance(value, (Space, LazyInput, Unknown, Scores, Param))

@@ -1,9 +1,11 @@
-"""Symbolic tracing of a model with torch.fx, parameterised modules kept as leaves.
+"""Symbolic tracing of a model with torch.fx, layers kept as leaves.
 
-A module that owns parameters directly (``Linear``, ``Conv2d``, ``LayerNorm``, a custom module with its own
-``nn.Parameter``) is kept as one ``call_module`` node, so the propagation sees layers rather than their
-arithmetic; containers (``Sequential``, blocks) are traced through. torch.nn's own parameter-free modules are
-leaves as usual (``ReLU``, ``Dropout``, pooling, ``Flatten``).
+torch.nn's parameterised modules (``Linear``, ``Conv2d``, ``LayerNorm``, ``MultiheadAttention``, ...) are kept as
+one ``call_module`` node each, so the propagation sees layers rather than their arithmetic; torch.nn's
+parameter-free modules are leaves as usual (``ReLU``, ``Dropout``, pooling, ``Flatten``). Containers and custom
+modules are traced through, so a custom module's own ``nn.Parameter`` (a position embedding, a class token, a
+layer scale) appears where the forward pass uses it. Where a custom module cannot be traced through
+(control flow on its inputs), ``leaves="owners"`` keeps every module that owns parameters whole instead.
 """
 from __future__ import annotations
 
@@ -28,16 +30,26 @@ class LayerTracer(fx.Tracer):
                     return parameter_proxy_cache[name]
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
+    def __init__(self, leaves: str = "layers"):
+        super().__init__()
+        self.leaves = leaves
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, nn.Sequential):
             return False
         if any(True for _ in m.parameters(recurse=False)):
-            return True
+            return self.leaves == "owners" or is_layer_module(m)
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def trace_layers(model: nn.Module) -> fx.GraphModule:
-    """The fx graph of ``model`` with layers as leaves. Raises whatever fx raises when it cannot trace."""
-    tracer = LayerTracer()
-    graph = tracer.trace(model)
+def is_layer_module(mod: nn.Module) -> bool:
+    """Modules whose parameters the propagation reads as one layer: torch.nn's own, and Hugging Face GPT-2's
+    ``Conv1D``."""
+    return type(mod).__module__.startswith("torch.nn.") or type(mod).__name__ == "Conv1D"
+
+
+def trace_layers(model: nn.Module, leaves: str = "layers") -> fx.GraphModule:
+    """The fx graph of ``model``; ``leaves``: "layers" (torch.nn layers) or "owners" (every module that owns
+    parameters). Raises whatever fx raises when it cannot trace."""
+    graph = LayerTracer(leaves).trace(model)
     return fx.GraphModule(model, graph)

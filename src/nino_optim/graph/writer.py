@@ -7,6 +7,8 @@ parameter is left out.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -31,10 +33,12 @@ class GraphWriter:
         self.key_bias = key_bias
         self.max_feat_size = max_feat_size
         self.named_shapes = [(name, tuple(p.shape)) for name, p in named_params]
+        self.params = [p for _, p in named_params]
         self.param_index = {id(p): i for i, (_, p) in enumerate(named_params)}
         self.assembly = GraphAssembly(self.named_shapes)
         self.notes: list[str] = []  # what the user's warning lists
         self.fallback: dict[str, str] = {}  # parameter name -> why it is left out
+        self.embedded: dict[int, Space] = {}  # lookup table (parameter index) -> the neurons it embeds into
         self._done: set = set()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -87,12 +91,13 @@ class GraphWriter:
         return Space(self.assembly.new_nodes(size, layer, OUTPUT_ROLE), dim=dim, ndim=ndim, layer=layer, **fields)
 
     def attach(self, idx: int | None, space: Space, etype: int | None = None) -> None:
-        """A 1-D parameter acting on ``space``'s neurons: its own node with one edge to each neuron (of type
-        ``etype``, by default the official type of its name and shape)."""
+        """A vector parameter acting on ``space``'s neurons (shape ``(size,)``, or ``(1, 1, size)`` and the like):
+        its own node with one edge to each neuron (of type ``etype``, by default the official type of its name
+        and shape)."""
         if idx is None or self.placed(idx):
             return
         name, shape = self.named_shapes[idx]
-        if shape != (space.size,) or not space.plain:
+        if shape[-1:] != (space.size,) or math.prod(shape) != space.size or not space.plain:
             self.fallback[name] = f"shape {shape} does not match the {space.size} neurons it acts on"
             return
         node = self.assembly.new_nodes(1, space.layer, EXTRA_ROLE, index_base=idx)
