@@ -6,6 +6,7 @@ import torch
 
 from conftest import needs_fashion_mnist
 from nino_optim import NiNoAdam
+from nino_optim import build_neural_graph
 from nino_optim.bench import TASKS, build_model, load_fashion_mnist, train_steps_to_target
 from nino_optim.bench.data import DatasetMissingError, is_available
 from nino_optim.bench.steps_to_target import reduction
@@ -23,6 +24,8 @@ def small_data():
 
 def test_convnets_match_the_official_net():
     for key, task in TASKS.items():
+        if task.arch != "convnet":
+            continue
         model = build_model(key, seed=0)
         assert sum(p.numel() for p in model.parameters()) == task.num_params
         assert [n for n, _ in model.named_parameters()] == [
@@ -30,6 +33,15 @@ def test_convnets_match_the_official_net():
             "fc.8.weight", "fc.8.bias"]
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert torch.equal(build_model("fm16", seed=3).fc[0].weight, build_model("FM-16", seed=3).fc[0].weight)
+
+
+def test_vit_task_is_a_patch_embedding_transformer_whose_graph_places_everything():
+    model = build_model("vit", seed=0)
+    assert sum(p.numel() for p in model.parameters()) == TASKS["vit"].num_params
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert torch.equal(build_model("vit", seed=3).pos_embed, build_model("vit", seed=3).pos_embed)
+    graph = build_neural_graph(model)
+    assert graph.fallback == {} and bool(graph.placed_mask.all())
 
 
 def test_missing_dataset_names_the_debian_package(tmp_path, monkeypatch):

@@ -52,7 +52,8 @@ class ExportPropagator(Propagator):
             return None
         if op in _LAYER_OPS:
             return self._layer(op, args)
-        if op is aten.index and isinstance(args[0], nn.Parameter) and len(args[1]) == 1:  # weight[ids]: a lookup
+        if op is aten.index and isinstance(args[0], nn.Parameter) and args[0].dim() == 2 and len(args[1]) == 1:
+            # weight[ids]: a table lookup (Whisper's decoder positions)
             w = args[0]
             mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[-1])
             return layers.embedding(self.graph, self._layer_name(w), mod, args[1][0])

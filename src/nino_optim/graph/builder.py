@@ -37,7 +37,8 @@ def build_neural_graph(model: nn.Module, *, lpe: bool = True, max_feat_size: int
     Args:
         model: any ``nn.Module`` (a compiled or DDP-wrapped module is unwrapped).
         lpe: compute Laplacian positional node features; ``False`` gives zeros (exact comparisons).
-        max_feat_size: feature slots per edge; larger kernels are left out of the graph.
+        max_feat_size: feature slots per edge; a larger kernel is split over parallel edges (a patch embedding
+            becomes a linear layer over its patches), except in the chain rule, which leaves it out.
         key_bias: where an attention key bias attaches: ``"official"`` (element j to block-input neuron j, as
             the official GPT-2 graphs that the checkpoints were trained on) or ``"keys"`` (to the key neurons,
             which share the query neurons; unlike the official wiring, symmetric under within-head permutations).
