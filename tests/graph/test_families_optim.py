@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from conftest import official_checkpoint
 from gpt_models import GPT
+from nino_optim.bench.vit import ViT
 from nino_optim import NiNoAdam
 from recording import train_across_nowcast
 from test_trace import ResNet, TwoBranch
@@ -17,6 +18,8 @@ FAMILIES = {
     "two_branch": (TwoBranch, lambda: torch.randn(8, 3), lambda out: out.pow(2).mean()),
     "gpt": (GPT, lambda: torch.randint(0, 11, (4, 5)),
             lambda out: F.cross_entropy(out.reshape(-1, out.shape[-1]), torch.zeros(20, dtype=torch.long))),
+    "vit": (lambda: ViT(depth=1), lambda: torch.randn(4, 1, 28, 28),
+            lambda out: F.cross_entropy(out, torch.arange(4))),
 }
 
 

@@ -339,6 +339,22 @@ def test_unknown_op_and_unknown_module_fall_back_with_one_warning():
     assert graph.params[2].edge_type == 1
 
 
+def test_a_custom_module_whose_parameter_is_not_followed_uses_the_chain_rule():
+    class Mix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 4))
+
+        def forward(self, x):
+            return torch.einsum("bi,ij->bj", x, self.w)
+
+    model = nn.Sequential(nn.Linear(3, 4), Mix(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning) as record:
+        graph = build_neural_graph(model, lpe=False)
+    assert len(record) == 1 and "1 (Mix): not understood; its parameters use the chain rule" in str(record[0].message)
+    assert bool(graph.placed_mask.all()) and graph.fallback == {}
+
+
 def test_dimension_mismatch_is_reported_not_silent():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(7, 3))  # 7 is not a multiple of 2
     with pytest.warns(UserWarning, match="expects 7 inputs"):

@@ -26,8 +26,7 @@ class ExportPropagator(Propagator):
 
     def __init__(self, gm: fx.GraphModule, model: nn.Module, placeholder_params: dict[str, str],
                  named_params, **kwargs):
-        super().__init__(gm, named_params, **kwargs)
-        self.model = model
+        super().__init__(gm, named_params, model=model, **kwargs)
         self.placeholder_params = placeholder_params
 
     def visit(self, node: fx.Node):
