@@ -7,13 +7,13 @@
 #   experiments/schedule_finetune.sh            # on a 2-core CPU: about 2 hours, two processes at a time
 #
 # Knobs (environment): DATA (trajectories), OUT (fine-tune), BENCH (scheduled results, shared with the
-# baseline's runs so that only the new weights train), WORKERS, SECONDS (fine-tune length).
+# baseline's runs so that only the new weights train), WORKERS, FT_SECONDS (fine-tune length).
 set -euo pipefail
 DATA=${DATA:-data/ft_sched}
 OUT=${OUT:-runs/ft_sched}
 BENCH=${BENCH:-runs/bench_cosine}
 WORKERS=${WORKERS:-2}
-SECONDS_FT=${SECONDS:-1800}
+FT_SECONDS=${FT_SECONDS:-1800}
 REF=${NINO_REFERENCE_DIR:-../shared}
 run() { echo "+ $*"; "$@"; }
 
@@ -26,7 +26,7 @@ run nino-optim collect --out "$DATA" --kinds gpt --runs 3 --zoo-seed 7 --workers
 run nino-optim collect --out "$DATA" --kinds convnet --runs 2 --zoo-seed 7 --fm16-share 0.5 --workers "$WORKERS"
 
 # 2. Fine-tune from the bundled weights; the schedule spans SECONDS of training so the run ends annealed.
-run nino-optim metatrain --data "$DATA" --out "$OUT" --init default --lr 1e-3 --seconds "$SECONDS_FT" \
+run nino-optim metatrain --data "$DATA" --out "$OUT" --init default --lr 1e-3 --seconds "$FT_SECONDS" \
     --iterations 100000 --batch-size 8 --windows-per-trajectory 4 --eval-every 50 --stretch 0.4 --val-every 6
 
 # 3. Held-out scheduled trajectories (another zoo seed): jump error of the new weights against the bundled ones.

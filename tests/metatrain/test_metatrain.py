@@ -1,5 +1,6 @@
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -392,6 +393,8 @@ def test_metatrain_time_schedule_anneals_within_its_seconds_and_stays_finished(t
     assert (out / "weights" / "model.safetensors").exists()
     metatrain(train, val, out, cfg, progress=False)  # running it again adds nothing
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == ckpt["iteration"]
+    with pytest.raises(ValueError, match="seconds must be positive"):
+        metatrain(train, val, tmp_path / "never", replace(cfg, seconds=0), progress=False)
 
 
 def test_metatrain_command_watch_waits_for_two_trajectories(tmp_path):

@@ -59,6 +59,8 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     if cfg.windows_per_trajectory < 1 or cfg.batch_size % cfg.windows_per_trajectory:
         raise ValueError(f"windows_per_trajectory ({cfg.windows_per_trajectory}) must divide batch_size "
                          f"({cfg.batch_size})")
+    if cfg.seconds is not None and not cfg.seconds > 0:
+        raise ValueError(f"seconds must be positive (the training time the schedule spans), got {cfg.seconds}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
