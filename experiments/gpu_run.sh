@@ -13,7 +13,9 @@
 #   collect   trajectories for meta-training, added to any carried in .gpu/trajectories; STACK=N trains
 #             Fashion-MNIST runs of one architecture N at a time as one stacked model (`--stack`);
 #             STACK=auto: the largest of 8 and 32 that the stacking phase measured at least size/4 times
-#             faster than single runs (so that a stack takes at most 4x a single run's time), else 1
+#             faster than single runs (so that a stack takes at most 4x a single run's time), else 1;
+#             SCHED_RUNS=N also collects N runs under warmup + cosine beside it (SCHED_WORKERS processes, 4), their
+#             peak rates SCHED_LR_SCALE (2) times the zoo's draws, on a zoo seed of their own
 #   reference Adam and the official NiNo on FM-16, FM-32 and lm (3 seeds), once the collection has ended, into
 #             the same results as `own`, so that the three come from one run
 #   metatrain meta-training on all trajectories, and on seeded subsets (the data-scaling curve)
@@ -55,7 +57,7 @@ has() { [[ " $PHASES " == *" $1 "* ]]; }
 collected() {  # waits for the collection to end (its deadline), then stops whatever it left on the GPU
   wait $COLLECT
   log "collect rc=$? trajectories=$(ls "$W/trajectories" | grep -vc '^\.')"
-  kill -9 -- -$COLLECT 2> /dev/null
+  kill -9 -- -$COLLECT ${SCHEDULED:+-$SCHEDULED} 2> /dev/null
 }
 pack() {  # everything small into $OUT/results.tar.gz (weights, results, logs, trajectory metadata)
   local metas; metas=$(cd "$W" && find trajectories -name meta.json)
@@ -96,7 +98,8 @@ case "${SCALE:-full}" in
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=400 CSTEPS=10000 SAVE=${SAVE:-40} SPACING=200 ITS=${ITS:-100000}
     BATCH=16 WPT=4 WORKERS=12 SUBSETS=${SUBSETS-} T_NOW=0 T_FUSED=0 T_COLLECT=${T_COLLECT:-330}
     WATCH_AT=${WATCH_AT-100} TIMED=1 T_TRAIN=${T_TRAIN:-455} T_END=${T_END:-582} EXTRA="" FM16_SHARE=0.4
-    ZOO_SEED=${ZOO_SEED:-3} VARIANTS=${VARIANTS-cont:default:1e-3 scratch::3e-3} NOWCAST_SIZES="3.4M" ;;
+    ZOO_SEED=${ZOO_SEED:-3} VARIANTS=${VARIANTS-cont:default:1e-3 scratch::3e-3} NOWCAST_SIZES="3.4M"
+    SCHED_RUNS=${SCHED_RUNS:-40} ;;  # users train under schedules: a tenth of the data at decaying rates
   *)
     STEPS=10000 EVAL=25 PERIOD=1000 RUNS=240 CSTEPS=10000 SAVE=200 SPACING=200 ITS=4000 BATCH=8 WPT=1 WORKERS=10
     SUBSETS="8 24" T_NOW=100 T_COLLECT=290 T_TRAIN=430 T_END=560 EXTRA=""
@@ -191,6 +194,13 @@ if has collect; then  # its own process group, so that the deadline also stops i
     --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed ${ZOO_SEED:-0} --workers $WORKERS \
     --stack ${STACK:-1} --device $DEVICE --out "$W/trajectories" > "$W/logs/collect.log" 2>&1 &
   COLLECT=$!
+  if [ "${SCHED_RUNS:-0}" -gt 0 ]; then  # warmup + cosine runs at the schedules' tuned peaks (never stacked)
+    setsid timeout "$(left $T_COLLECT)" $PY -m nino_optim.cli collect --runs $SCHED_RUNS --steps $CSTEPS \
+      --save-every $SAVE --fm16-share ${FM16_SHARE:-0} --zoo-seed $(( ${ZOO_SEED:-0} + 100 )) --schedule cosine \
+      --lr-scale ${SCHED_LR_SCALE:-2} --workers ${SCHED_WORKERS:-4} --device $DEVICE --out "$W/trajectories" \
+      > "$W/logs/collect_scheduled.log" 2>&1 &
+    SCHEDULED=$!
+  fi
   if [ -n "${WATCH_AT:-}" ] && has metatrain; then  # meta-training starts before the collection ends (--watch)
     sleep "$(left $WATCH_AT)"
     log "meta-training starts beside the collection: $(ls "$W/trajectories" | grep -vc '^\.') trajectories so far"
