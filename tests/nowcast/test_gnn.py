@@ -75,13 +75,25 @@ def test_random_model_is_equivariant_to_hidden_neuron_permutation():
     assert not torch.allclose(pred, states[:, -1], atol=1e-3)  # it predicts something
 
 
+class _Tempered(torch.nn.Module):
+    """A linear layer with a learned scalar temperature: a parameter no neuron carries."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+        self.temperature = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.fc(x) / self.temperature
+
+
 def test_unplaced_parameters_keep_their_newest_value():
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 5), torch.nn.Flatten(), torch.nn.Linear(2, 2))
-    with pytest.warns(UserWarning):
-        graph = build_neural_graph(model, lpe=False)
+    with pytest.warns(UserWarning, match="temperature"):
+        graph = build_neural_graph(_Tempered(), lpe=False)
+    assert [p.name for p in graph.params if not p.placed] == ["temperature"]  # flat index 0: its own first
     states = torch.randn(graph.num_params, 5)
     pred = NiNoGNN().predict(graph, states, 1)
-    assert torch.equal(pred[:52], states[:52, -1])
+    assert torch.equal(pred[:1], states[:1, -1]) and not torch.equal(pred[1:], states[1:, -1])
 
 
 def test_rejects_bad_horizon_and_context():

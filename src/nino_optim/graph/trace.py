@@ -43,9 +43,10 @@ class LayerTracer(fx.Tracer):
 
 
 def is_layer_module(mod: nn.Module) -> bool:
-    """Modules whose parameters the propagation reads as one layer: torch.nn's own, and Hugging Face GPT-2's
-    ``Conv1D``."""
-    return type(mod).__module__.startswith("torch.nn.") or type(mod).__name__ == "Conv1D"
+    """Modules whose parameters the propagation reads as one layer: torch.nn's own (also as the subclasses that
+    wrappers such as FSDP2's ``fully_shard`` make of them), and Hugging Face GPT-2's ``Conv1D``."""
+    return type(mod).__name__ == "Conv1D" or any(
+        cls.__module__.startswith("torch.nn.") and cls is not nn.Module for cls in type(mod).__mro__)
 
 
 def trace_layers(model: nn.Module, leaves: str = "layers") -> fx.GraphModule:
