@@ -184,6 +184,11 @@ def test_thresholds_set_by_the_report_are_read_from_the_curves():
     # the curves (0.1, 0.85, 0.88, ...) at steps 0, 2500, 5000: 0.85 first at 2500, 0.88 first at 5000
     assert s["methods"]["adam"]["per_seed"][1000] == (5000, False)
     assert s["methods"]["adam"]["ladder"][0.85].value == 2500
+    assert not s["mixed_protocols"]
+    results[1]["config"] = dict(results[1]["config"], target=0.9, ladder=[0.8])  # other thresholds: one protocol
+    assert not summarize(results, {"fm16": (0.88, [0.85])})["fm16"]["mixed_protocols"]
+    results[1]["config"]["lr"] = 1e-3  # another training run: mixed
+    assert summarize(results, {"fm16": (0.88, [0.85])})["fm16"]["mixed_protocols"]
 
 
 def test_scheduled_runs_get_no_paper_column():

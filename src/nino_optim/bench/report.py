@@ -122,7 +122,9 @@ def summarize(results: list[dict], thresholds: dict[str, tuple[float, list[float
                                                        {x for r in all_runs for x in r.get("ladder", [])}))
         ladder = sorted(ladder, reverse=not all_runs[0].get("higher_is_better", True))  # easiest threshold first
         cap = max(int(r["steps_cap"]) for r in all_runs)
-        configs = {json.dumps(r.get("config", {}), sort_keys=True) for r in all_runs}
+        # the target and ladder only read the curves (and may be set here): runs that differ in them alone agree
+        configs = {json.dumps({k: v for k, v in r.get("config", {}).items() if k not in ("target", "ladder")},
+                              sort_keys=True) for r in all_runs}
         methods = {}
         for name, runs in t["runs"].items():
             runs = sorted(runs, key=lambda r: r["seed"])
