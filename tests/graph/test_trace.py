@@ -355,6 +355,22 @@ def test_a_custom_module_whose_parameter_is_not_followed_uses_the_chain_rule():
     assert bool(graph.placed_mask.all()) and graph.fallback == {}
 
 
+def test_a_custom_module_that_cannot_be_traced_through_is_kept_whole():
+    class Gate(nn.Module):  # control flow on its input: symbolic tracing cannot go into it
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.eye(4))
+
+        def forward(self, x):
+            return x @ self.w if x.sum() > 0 else x
+
+    model = nn.Sequential(nn.Linear(3, 4), Gate(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning) as record:
+        graph = build_neural_graph(model, lpe=False)
+    assert len(record) == 1 and "1 (Gate): not understood; its parameters use the chain rule" in str(record[0].message)
+    assert bool(graph.placed_mask.all()) and graph.fallback == {}
+
+
 def test_dimension_mismatch_is_reported_not_silent():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(7, 3))  # 7 is not a multiple of 2
     with pytest.warns(UserWarning, match="expects 7 inputs"):
