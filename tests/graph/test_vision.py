@@ -81,8 +81,9 @@ class LayerScaled(nn.Module):
         def forward(self, x):
             return x * self.gamma
 
-    def __init__(self, vocab=11, width=8, max_len=12):
+    def __init__(self, vocab=11, width=8, max_len=12, broadcast="expand"):
         super().__init__()
+        self.broadcast = broadcast
         self.tokens = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.randn(max_len, width) * 0.1)
         self.query = nn.Parameter(torch.randn(1, 1, width) * 0.1)
@@ -94,13 +95,17 @@ class LayerScaled(nn.Module):
 
     def forward(self, idx):
         x = self.tokens(idx) + self.pos[: idx.shape[1]]
-        x = torch.cat([x, self.query.expand(idx.shape[0], -1, -1)], dim=1)
+        query = {"expand": lambda: self.query.expand(idx.shape[0], -1, -1),
+                 "repeat": lambda: self.query.repeat(idx.shape[0], 1, 1),
+                 "expand_as": lambda: self.query.expand_as(x[:, :1])}[self.broadcast]()
+        x = torch.cat([x, query], dim=1)
         x = x + self.scale(self.fc(self.norm(x))) + self.shift
         return self.head(x[:, -1])
 
 
-def test_free_standing_parameters_are_placed_where_they_meet_the_features():
-    graph = build(LayerScaled())  # symbolic tracing, no example inputs
+@pytest.mark.parametrize("broadcast", ["expand", "repeat", "expand_as"])
+def test_free_standing_parameters_are_placed_where_they_meet_the_features(broadcast):
+    graph = build(LayerScaled(broadcast=broadcast))  # symbolic tracing, no example inputs
     assert graph.fallback == {} and bool(graph.placed_mask.all())
     _, tok_dst, _ = edges_of(graph, "tokens.weight")
     neurons = tok_dst[0]

@@ -50,7 +50,7 @@ _BINARY_FUNCS = {
 }
 _SCALING_FUNCS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div}
 _BINARY_METHODS = {"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "maximum", "minimum"}
-_BROADCAST_METHODS = {"expand", "repeat", "unsqueeze"}  # on a free-standing parameter (class tokens)
+_BROADCAST_METHODS = {"expand", "expand_as", "repeat", "unsqueeze"}  # on a free-standing parameter (class tokens)
 _SHAPE_METHODS = {"dim", "numel", "ndimension"}
 _KEEP_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Mish,
@@ -240,16 +240,7 @@ class Propagator:
         if method in _BINARY_METHODS:
             return joins.join(g, [x, *rest[:1], kwargs.get("other")], "mul" if method[:3] in ("mul", "div") else "add")
         if method in _BROADCAST_METHODS and isinstance(x, Param):
-            sizes = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
-            if method == "unsqueeze":
-                d = sizes[0] if sizes else kwargs.get("dim")
-                if not isinstance(d, int) or d == -1 or x.ndim is None or d == x.ndim:
-                    raise NotUnderstood("unsqueeze after the feature dimension of a parameter")
-                return Param(x.index, x.features, x.ndim + 1)
-            sizes = [v if isinstance(v, int) else None for v in sizes]
-            if method == "repeat" and sizes and sizes[-1] != 1:
-                raise NotUnderstood("repeats the feature dimension of a parameter")
-            return shapes.param_resized(x, sizes[:-1] + [None] if method == "repeat" else sizes)
+            return shapes.param_broadcast(x, method, rest, kwargs)
         if method == "flatten":
             return shapes.flatten(x, *call_args(rest, kwargs, ("start_dim", 0), ("end_dim", -1)))
         if method in ("view", "reshape"):

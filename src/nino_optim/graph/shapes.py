@@ -268,3 +268,22 @@ def param_resized(x: Param, sizes) -> Param:
     if not (last is None or last == -1 or last == x.features):
         raise NotUnderstood("reshapes the feature dimension of a parameter")
     return Param(x.index, x.features, len(sizes))
+
+
+def param_broadcast(x: Param, method: str, args, kwargs) -> Param:
+    """``expand``, ``expand_as``, ``repeat`` or ``unsqueeze`` of a free-standing parameter (a class token
+    broadcast to the batch), as traced: sizes are ints, or None where a traced value."""
+    if method == "expand_as":
+        return Param(x.index, x.features, ndim_of(args[0]) if args else None)
+    sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+    if method == "unsqueeze":
+        d = sizes[0] if sizes else kwargs.get("dim")
+        if not isinstance(d, int) or d == -1 or x.ndim is None or d == x.ndim:
+            raise NotUnderstood("unsqueeze after the feature dimension of a parameter")
+        return Param(x.index, x.features, x.ndim + 1)
+    sizes = [v if isinstance(v, int) else None for v in sizes]
+    if method == "repeat":
+        if sizes and sizes[-1] != 1:
+            raise NotUnderstood("repeats the feature dimension of a parameter")
+        sizes = sizes[:-1] + [None]
+    return param_resized(x, sizes)
