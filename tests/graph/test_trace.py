@@ -339,35 +339,31 @@ def test_unknown_op_and_unknown_module_fall_back_with_one_warning():
     assert graph.params[2].edge_type == 1
 
 
-def test_a_custom_module_whose_parameter_is_not_followed_uses_the_chain_rule():
-    class Mix(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(4, 4))
+class Mix(nn.Module):  # its weight is used in an op the propagation does not follow
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(4, 4))
 
-        def forward(self, x):
-            return torch.einsum("bi,ij->bj", x, self.w)
+    def forward(self, x):
+        return torch.einsum("bi,ij->bj", x, self.w)
 
-    model = nn.Sequential(nn.Linear(3, 4), Mix(), nn.Linear(4, 2))
+
+class Gate(nn.Module):  # control flow on its input: symbolic tracing cannot go into it, so it is kept whole
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.eye(4))
+
+    def forward(self, x):
+        return x @ self.w if x.sum() > 0 else x
+
+
+@pytest.mark.parametrize("custom", [Mix, Gate])
+def test_a_custom_module_the_propagation_cannot_follow_uses_the_chain_rule(custom):
+    model = nn.Sequential(nn.Linear(3, 4), custom(), nn.Linear(4, 2))
     with pytest.warns(UserWarning) as record:
         graph = build_neural_graph(model, lpe=False)
-    assert len(record) == 1 and "1 (Mix): not understood; its parameters use the chain rule" in str(record[0].message)
-    assert bool(graph.placed_mask.all()) and graph.fallback == {}
-
-
-def test_a_custom_module_that_cannot_be_traced_through_is_kept_whole():
-    class Gate(nn.Module):  # control flow on its input: symbolic tracing cannot go into it
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.eye(4))
-
-        def forward(self, x):
-            return x @ self.w if x.sum() > 0 else x
-
-    model = nn.Sequential(nn.Linear(3, 4), Gate(), nn.Linear(4, 2))
-    with pytest.warns(UserWarning) as record:
-        graph = build_neural_graph(model, lpe=False)
-    assert len(record) == 1 and "1 (Gate): not understood; its parameters use the chain rule" in str(record[0].message)
+    message = str(record[0].message)
+    assert len(record) == 1 and f"1 ({custom.__name__}): not understood; its parameters use the chain rule" in message
     assert bool(graph.placed_mask.all()) and graph.fallback == {}
 
 
