@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_metatrain)
     p = sub.add_parser("bench", help="steps to target on Fashion-MNIST and KJV text: one JSON results file per "
                        "(task, method, seed), skipped when present (resumes)")
-    p.add_argument("--task", nargs="+", default=["fm16"], help="fm16, fm32 and/or lm")
+    p.add_argument("--task", nargs="+", default=["fm16"], help="fm16, fm32, vit and/or lm")
     p.add_argument("--methods", default="adam,linefit+",
                    help="comma-separated: adam (no nowcast), linefit, linefit+, default, nino (official "
                         "nino_no_posw.pt), wnn+ (official nino_mlp.pt), NAME=SPEC (any nowcaster spec) or a path; "
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--order", default="dataloader", choices=["dataloader", "randperm"],
                    help="batch order: the official loop's shuffled DataLoader re-seeded with seed + epoch")
     p.add_argument("--target", default=None,
-                   help="target test accuracy (default: the task's, 89.5 / 90.5), or validation perplexity for lm")
+                   help="target test accuracy (default: the task's, 89.5 / 90.5 / 87.0), or validation perplexity for lm")
     p.add_argument("--ladder", default=None,
-                   help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; lm: its own)")
+                   help="comma-separated easier thresholds (default: FM-16 88.5,89.0; FM-32 89.5,90.0; ViT 85.5,86.5; lm: its own)")
     _schedule_arguments(p, "learning rate: constant (the paper's protocol) or linear warmup + cosine decay to zero")
     p.add_argument("--train-examples", type=int, default=None, help="first N training images (quick checks)")
     p.add_argument("--test-examples", type=int, default=None, help="first N test images (quick checks)")

@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runner import PAPER_TABLE2
+from .runner import PAPER_TABLE2, THRESHOLD_KEYS
 from .steps_to_target import first_reached
 
 PAPER_LABELS = {"linefit": "Linefit", "linefit+": "Linefit+", "wnn+": "WNN+", "nino": "NiNo"}
@@ -122,8 +122,7 @@ def summarize(results: list[dict], thresholds: dict[str, tuple[float, list[float
                                                        {x for r in all_runs for x in r.get("ladder", [])}))
         ladder = sorted(ladder, reverse=not all_runs[0].get("higher_is_better", True))  # easiest threshold first
         cap = max(int(r["steps_cap"]) for r in all_runs)
-        # the target and ladder only read the curves (and may be set here): runs that differ in them alone agree
-        configs = {json.dumps({k: v for k, v in r.get("config", {}).items() if k not in ("target", "ladder")},
+        configs = {json.dumps({k: v for k, v in r.get("config", {}).items() if k not in THRESHOLD_KEYS},
                               sort_keys=True) for r in all_runs}
         methods = {}
         for name, runs in t["runs"].items():
@@ -149,13 +148,13 @@ def summarize(results: list[dict], thresholds: dict[str, tuple[float, list[float
                 "finite": all(r.get("finite", True) for r in runs),
             }
         adam = methods.get("adam")
+        constant = all_runs[0].get("config", {}).get("schedule", "constant") == "constant"  # the paper's protocol
         for name, m in methods.items():
             if adam is None or name == "adam":
                 m["reduction"], m["ladder_reduction"] = None, {x: None for x in ladder}
             else:
                 m["reduction"] = reduction_bound(m["median"], adam["median"])
                 m["ladder_reduction"] = {x: reduction_bound(m["ladder"][x], adam["ladder"][x]) for x in ladder}
-            constant = all_runs[0].get("config", {}).get("schedule", "constant") == "constant"  # the paper's protocol
             m["paper_reduction"] = PAPER_TABLE2.get(task, {}).get(m["paper_method"]) \
                 if name != "adam" and constant else None
         order = sorted(methods, key=lambda n: (n != "adam", _METHOD_ORDER.get(methods[n]["paper_method"], 9), n))

@@ -45,6 +45,9 @@ STEPS_CAP_DEFAULT = 10_000
 # for the LM task they are validation perplexities (lower is better).
 LADDERS = {"fm16": (0.885, 0.890), "fm32": (0.895, 0.900), "vit": (0.855, 0.865), "lm": LM_TASK.ladder}
 TASK_NAMES = sorted(TASKS) + ["lm"]
+# Config entries that only read the curve (the report can set others): results that differ in them alone share one
+# protocol, for resuming and for the report.
+THRESHOLD_KEYS = ("target", "ladder")
 # The official checkpoints the names "nino" and "wnn+" stand for.
 OFFICIAL_FILES = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
 # The directory of reference files: the official checkpoints are in its upstream-checkpoints/.
@@ -384,12 +387,12 @@ def _check_existing(path: Path, cfg: BenchConfig, fingerprint: str | None) -> bo
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False  # unreadable (cannot happen with atomic writes, but then: run it again)
-    # The target and ladder only read the curve (the report can set others): they need not match. A schedule is
-    # recorded only when it is not constant, so a scheduled file never passes for a constant-rate run.
+    # The thresholds need not match (THRESHOLD_KEYS). A schedule is recorded only when it is not constant, so a
+    # scheduled file never passes for a constant-rate run.
     recorded, protocol = old.get("config", {}), cfg.protocol()
     keys = set(protocol) | ({"schedule", "warmup"} & set(recorded))
     mismatch = {k: (recorded.get(k), protocol.get(k)) for k in sorted(keys)
-                if recorded.get(k) != protocol.get(k) and k not in ("target", "ladder")}
+                if recorded.get(k) != protocol.get(k) and k not in THRESHOLD_KEYS}
     if mismatch:
         diff = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was run with another protocol ({diff}); use another --out or delete it")

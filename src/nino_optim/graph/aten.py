@@ -26,7 +26,7 @@ class ExportPropagator(Propagator):
 
     def __init__(self, gm: fx.GraphModule, model: nn.Module, placeholder_params: dict[str, str],
                  named_params, **kwargs):
-        super().__init__(gm, named_params, model=model, **kwargs)
+        super().__init__(gm, model, named_params, **kwargs)
         self.placeholder_params = placeholder_params
 
     def visit(self, node: fx.Node):
@@ -52,10 +52,7 @@ class ExportPropagator(Propagator):
         if op in _LAYER_OPS:
             return self._layer(op, args)
         if op is aten.index and isinstance(args[0], nn.Parameter) and args[0].dim() == 2 and len(args[1]) == 1:
-            # weight[ids]: a table lookup (Whisper's decoder positions)
-            w = args[0]
-            mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[-1])
-            return layers.embedding(self.graph, self._layer_name(w), mod, args[1][0])
+            return self._lookup(args[0], args[1][0])  # weight[ids] (Whisper's decoder positions)
         if isinstance(out_val, torch.Tensor) and not (out_val.is_floating_point() or out_val.is_complex()):
             # token ids, positions, masks: no neurons; ids derived from an input stay input ids (a decoder's
             # shifted labels are token ids for its embedding)
@@ -101,9 +98,7 @@ class ExportPropagator(Propagator):
         """ATen ops that are layers: their weights (and biases) are parameters of the model."""
         g = self.graph
         if op is aten.embedding:
-            w, idx = args[0], args[1]
-            mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
-            return layers.embedding(g, self._layer_name(w), mod, idx)
+            return self._lookup(args[0], args[1])
         if op in (aten.linear, aten.conv1d, aten.conv2d) and not isinstance(args[1], nn.Parameter):
             raise NotUnderstood(f"{op.__name__} with a weight that is not a parameter")
         if op is aten.linear:
@@ -144,13 +139,17 @@ class ExportPropagator(Propagator):
                              (-1, -2, -3), size, group=True)
         return out if op is aten.batch_norm else (out, None, None, None, None)
 
+    def _lookup(self, w, ids):
+        """Rows of table ``w`` [rows, d] at ``ids``: an embedding layer."""
+        mod = SimpleNamespace(weight=w, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
+        return layers.embedding(self.graph, self._layer_name(w), mod, ids)
+
     def _value(self, a):
         """An argument as the rules see it: a parameter outside a layer is a free-standing ``Param``."""
         if isinstance(a, (list, tuple)):
             return type(a)(self._value(v) for v in a)
-        if isinstance(a, nn.Parameter) and a.dim() > 0 and self.graph.index(a) is not None:
-            return Param(self.graph.index(a), a.shape[-1], a.dim())
-        return a
+        idx = self.graph.index(a) if isinstance(a, nn.Parameter) and a.dim() > 0 else None
+        return a if idx is None else Param(idx, a.shape[-1], a.dim())
 
     def _reshape(self, node: fx.Node, x, out_val):
         """A view/reshape/unsqueeze/select read from the recorded shapes of its input and output."""

@@ -42,6 +42,8 @@ def multihead_attention(g: GraphWriter, name: str, mod: nn.MultiheadAttention, a
     q_in, k_in, v_in = call_args(args, kwargs, ("query", None), ("key", None), ("value", None))
     if not (q_in is k_in is v_in) or not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
         return _projected_attention(g, name, mod, q_in, k_in, v_in)
+    # self-attention with the fused weight: one edge block over all three parts, the edge order of the official
+    # fused-qkv graphs (and of every graph built before cross-attention was understood)
     d, heads = mod.embed_dim, mod.num_heads
     w, b = g.param(mod, "in_proj_weight"), g.param(mod, "in_proj_bias")
     layer = g.weight_layer(name, w, b)

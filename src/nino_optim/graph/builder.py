@@ -97,7 +97,7 @@ def build_traced_graph(model: nn.Module, named_params: list[tuple[str, nn.Parame
     symbolic, symbolic_error = None, None
     for leaves in ("layers", "owners"):  # custom modules traced through; kept whole where that fails
         try:
-            symbolic = Propagator(trace_layers(model, leaves), named_params, model=model, **options)
+            symbolic = Propagator(trace_layers(model, leaves), model, named_params, **options)
             symbolic.run()
             if not symbolic.notes and not symbolic.fallback:
                 return _finish(symbolic, lpe)

@@ -69,8 +69,8 @@ def keep(x):
 class Propagator:
     """Walks a traced model and fills a ``GraphWriter`` (``self.graph``): its assembly, notes and fallbacks."""
 
-    def __init__(self, gm: fx.GraphModule, named_params: list[tuple[str, nn.Parameter]], *,
-                 max_feat_size: int = 9, key_bias: str = "official", model: nn.Module | None = None):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *,
+                 max_feat_size: int = 9, key_bias: str = "official"):
         self.gm, self.model = gm, model
         self.graph = GraphWriter(named_params, max_feat_size=max_feat_size, key_bias=key_bias)
         self.env: dict[fx.Node, Any] = {}
@@ -104,8 +104,7 @@ class Propagator:
     def _traced_through(self) -> list[tuple[str, nn.Module]]:
         """Custom modules of ``model`` with parameters of their own (the trace went into them), as (name,
         module); the root's parameters are the model's own."""
-        modules = self.model.named_modules() if self.model is not None else ()
-        return [(name, mod) for name, mod in modules
+        return [(name, mod) for name, mod in self.model.named_modules()
                 if name and not is_layer_module(mod) and any(True for _ in mod.parameters(recurse=False))]
 
     def _with_rank(self, node: fx.Node, value):
