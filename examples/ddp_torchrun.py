@@ -88,6 +88,10 @@ def main(argv=None):
     if rank == 0:
         print(f"{'Adam' if args.adam else 'NiNoAdam'}: val loss {loss:.4f}, val acc {acc:.4f} after {args.steps} "
               f"steps on {world} processes, {time.time() - start:.0f} s; ranks identical: {identical}")
+    # Every rank reaches the barrier before any tears its connections down, and DDP's reducer (which holds
+    # communication state) goes first: a rank that exits while its peer still talks aborts gloo's threads.
+    dist.barrier()
+    del ddp
     dist.destroy_process_group()
     if not identical:
         raise SystemExit(f"rank {rank}: parameters differ between ranks")
