@@ -102,10 +102,12 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
     if more_data is not None:
         history.setdefault("trajectories", []).append([start, len(train.items)])
     last = start if "schedule_ended_at" in history else cfg.iterations  # a finished time schedule stays finished
+    iteration_seconds = 0.0  # the last iteration's duration
     for it in range(start + 1, last + 1):
+        began = trained()
         done = (it - 1) / cfg.iterations  # the fraction of the schedule behind us
-        if cfg.seconds is not None:
-            done = max(done, min(trained() / cfg.seconds, 1.0))
+        if cfg.seconds is not None:  # where this iteration will end, so the last one runs at the end of the decay
+            done = max(done, min((began + iteration_seconds) / cfg.seconds, 1.0))
         for group in opt.param_groups:  # cosine decay from lr to min_lr over the schedule
             group["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * done)) / 2
         batch = collate([train.sample(generator, cfg.windows_per_trajectory) for _ in range(groups)]).to(device)
@@ -117,6 +119,7 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
         pending.append(loss.detach())
         if bar is not None:
             bar.update()
+        iteration_seconds = trained() - began
         out_of_time = cfg.seconds is not None and trained() >= cfg.seconds
         if it % cfg.eval_every == 0 or it == cfg.iterations or out_of_time:
             losses = torch.stack(pending).tolist()
