@@ -397,6 +397,31 @@ def test_metatrain_time_schedule_anneals_within_its_seconds_and_stays_finished(t
         metatrain(train, val, tmp_path / "never", replace(cfg, seconds=0), progress=False)
 
 
+def test_metatrain_time_schedule_ends_at_its_floor_when_iterations_are_slow(tmp_path, monkeypatch):
+    """Iterations of 0.3 s (on a fake clock) against a 1 s budget: the last one runs at the bottom of the decay."""
+    from types import SimpleNamespace
+
+    import nino_optim.metatrain.train as train_module
+
+    clock = {"now": 0.0}
+    original = train_module.masked_l1
+
+    def slow(pred, batch):
+        if torch.is_grad_enabled():  # a training iteration, not the held-out evaluation
+            clock["now"] += 0.3
+        return original(pred, batch)
+
+    monkeypatch.setattr(train_module, "masked_l1", slow)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    paths = [_fake_run(tmp_path / "data", s) for s in (1, 2, 3)]
+    train, val = WindowSampler(paths[:2], spacing=10), WindowSampler(paths[2:], spacing=10)
+    cfg = TrainConfig(iterations=1000, batch_size=2, eval_every=1000, hid=16, val_windows=2, seconds=1.0)
+    metatrain(train, val, tmp_path / "run", cfg, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 4  # ends after 1.2 s; the rate at its start would have been 2.4% of the peak
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.min_lr)
+
+
 def test_metatrain_command_watch_waits_for_two_trajectories(tmp_path):
     import threading
 
