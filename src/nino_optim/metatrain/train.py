@@ -119,8 +119,9 @@ def metatrain(train: WindowSampler, val: WindowSampler, out_dir: str | Path, cfg
         pending.append(loss.detach())
         if bar is not None:
             bar.update()
-        iteration_seconds = trained() - began
-        out_of_time = cfg.seconds is not None and trained() >= cfg.seconds
+        ended = trained()
+        iteration_seconds = ended - began
+        out_of_time = cfg.seconds is not None and ended >= cfg.seconds
         if it % cfg.eval_every == 0 or it == cfg.iterations or out_of_time:
             losses = torch.stack(pending).tolist()
             first, pending = it - len(losses) + 1, []
